@@ -1,0 +1,5 @@
+import sys
+
+from crawl2score.cli import main
+
+sys.exit(main())

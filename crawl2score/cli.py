@@ -1,0 +1,43 @@
+"""The `crawl2score` command line: one subcommand per stage plus the whole pipeline (`run`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from crawl2score import __version__
+from crawl2score.commands import CLIError
+
+# Each module exposes register(subparsers); the order is the order of `--help`.
+COMMAND_MODULES = ("pipeline", "data", "tokenizer", "model", "train", "eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crawl2score",
+        description="Common Crawl to a scored DeepSeek-V3-style model, as Prefect flows.",
+    )
+    parser.add_argument("--version", action="version", version=f"crawl2score {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"crawl2score.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"crawl2score: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crawl2score: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

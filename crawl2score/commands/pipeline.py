@@ -1,0 +1,100 @@
+"""`run` (the whole pipeline flow), `server` (local Prefect UI), `deploy` and `worker` (work pools)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from crawl2score.commands import CLIError, add_common_args, config_from_args, prepare_prefect
+from crawl2score.workdir import STAGES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run the whole pipeline: data → tokenizer → tokens → train → eval")
+    add_common_args(p)
+    p.add_argument("--input", action="append", default=None, help="data input (path, glob, URL, crawl id)")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help=f"redo a stage even if its output is current (repeatable; one of {', '.join(STAGES)}, or all)",
+    )
+    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run, in pipeline order")
+    p.set_defaults(func=cmd_run)
+
+    s = subparsers.add_parser("server", help="start a local Prefect server and UI on 127.0.0.1 (SQLite)")
+    add_common_args(s)
+    s.add_argument("--port", type=int, default=None, help="API/UI port (default: prefect.server_port)")
+    s.add_argument("--background", action="store_true", help="return once the server answers")
+    s.set_defaults(func=cmd_server)
+
+    d = subparsers.add_parser("deploy", help="create the work pools and deploy the flows to a Prefect server")
+    add_common_args(d)
+    d.add_argument("--source", default=None, help="where workers pull the code from (default: this checkout)")
+    d.set_defaults(func=cmd_deploy)
+
+    w = subparsers.add_parser("worker", help="start a Prefect worker on a work pool (gpu or cpu)")
+    add_common_args(w)
+    w.add_argument("--pool", default=None, help="work pool name (default: prefect.gpu_pool)")
+    w.add_argument("--limit", type=int, default=1, help="flow runs at once on this worker")
+    w.set_defaults(func=cmd_worker)
+
+
+def _parse_stages(raw: str | None, flag: str) -> list[str] | None:
+    if raw is None:
+        return None
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    bad = [s for s in names if s not in STAGES and s != "all"]
+    if bad:
+        raise CLIError(f"{flag} {raw!r}: unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
+    return list(STAGES) if "all" in names else names
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.input:
+        args.overrides = [*args.overrides, f"data.input={json.dumps(args.input)}"]
+    cfg = config_from_args(args)
+    force = _parse_stages(",".join(args.force), "--force") if args.force else []
+    stages = _parse_stages(args.stages, "--stages")
+    prepare_prefect(cfg)
+    from flows.pipeline import pipeline
+
+    result = pipeline(config=cfg, force=force or [], stages=stages)
+    print(json.dumps(result, indent=2, default=str))
+    print(f"report: {Path(cfg.workdir).resolve() / 'report.md'}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from crawl2score.server import start_server
+
+    cfg = config_from_args(args)
+    home = cfg.prefect.home or str(Path.cwd() / ".prefect")
+    port = args.port or cfg.prefect.server_port
+    return start_server(home, cfg.prefect.server_host, port, foreground=not args.background)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    prepare_prefect(cfg)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CLIError("deploy needs a Prefect server: start `crawl2score server` or set prefect.api_url")
+    from infra.deploy import deploy_all
+
+    for line in deploy_all(cfg, source=args.source):
+        print(line)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    prepare_prefect(cfg)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CLIError("worker needs a Prefect server: start `crawl2score server` or set prefect.api_url")
+    pool = args.pool or cfg.prefect.gpu_pool
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(args.limit)]
+    os.execvpe(cmd[0], cmd, os.environ)

@@ -1,0 +1,149 @@
+"""The project's configuration: one pydantic model with a section per component.
+
+A YAML file (a preset from ``configs/`` or the user's own) is read first, then ``--set section.key=value``
+overrides. Every section forbids unknown keys, so a typo is an error naming the field instead of a
+silently ignored setting. Errors are raised as :class:`ConfigError` with one line of text.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crawl2score.data.config import DataConfig
+from crawl2score.tokenizer.config import TokenizerConfig
+from eval.config import EvalConfig
+from model.config import ModelArgs
+from model.presets import PRESETS, get_preset
+from model.train_config import TrainArgs
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_PRESET = "tiny"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always one line: what input, which field, what is wrong."""
+
+
+class PrefectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: str | None = Field(None, description="PREFECT_HOME; default <workdir>/.prefect")
+    api_url: str | None = Field(None, description="a running server; default: ephemeral, or `crawl2score server`")
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(4200, ge=1, le=65535)
+    gpu_pool: str = "gpu"
+    cpu_pool: str = "cpu"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "tiny"
+    workdir: str = "work"
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelArgs = Field(default_factory=ModelArgs)
+    train: TrainArgs = Field(default_factory=TrainArgs)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _expand_model_preset(cls, value: Any) -> Any:
+        """`model: {preset: NAME, key: value}` starts from a named preset, then overrides keys."""
+        if isinstance(value, dict) and "preset" in value:
+            value = dict(value)
+            name = value.pop("preset")
+            if name not in PRESETS:
+                raise ValueError(f"unknown model preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+            base = get_preset(name).to_dict()
+            base.update(value)
+            return base
+        return value
+
+    def section_dict(self, section: str) -> dict[str, Any]:
+        """A section as plain JSON-able data, for stage keys and subprocess configs."""
+        return self.model_dump(mode="json")[section]
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return parts, value
+
+
+def _apply_override(tree: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation_error(source: str, exc: ValidationError, overridden: set[str]) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    if any(loc == key or loc.startswith(key + ".") for key in overridden):
+        source = "--set"
+    msg = err["msg"]
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        msg = "unknown key"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def resolve_config_path(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """A path, or the name of a preset in configs/ (`tiny`, `small`, `medium`)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_PRESET
+    path = Path(name_or_path)
+    if not path.exists() and (CONFIG_DIR / f"{name_or_path}.yaml").exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    return path
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Read a YAML config (or preset name), apply overrides, validate. Raises ConfigError (one line)."""
+    cfg_path = resolve_config_path(path)
+    source = str(cfg_path)
+    if not cfg_path.is_file():
+        raise ConfigError(f"{source}: config file not found")
+    try:
+        tree = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"{source}: not valid YAML: {first}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    tree = copy.deepcopy(tree)
+    overridden: set[str] = set()
+    for item in overrides or []:
+        parts, value = _parse_override(item)
+        _apply_override(tree, parts, value, item)
+        overridden.add(".".join(parts))
+    if workdir is not None:
+        tree["workdir"] = str(workdir)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc, overridden)) from None

@@ -1,0 +1,84 @@
+"""`crawl2score server`: a local Prefect server and UI on loopback, SQLite, telemetry off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from crawl2score.runtime import QUIET_ENV
+
+SERVER_FILE = "server.json"
+
+
+def server_env(home: str | os.PathLike[str], host: str, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(QUIET_ENV)
+    env.update(
+        {
+            "PREFECT_HOME": str(Path(home).resolve()),
+            "PREFECT_SERVER_API_HOST": host,
+            # The UI reads its API address from this port; `--port` alone leaves it calling 4200.
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+            "PREFECT_API_URL": f"http://{host}:{port}/api",
+        }
+    )
+    return env
+
+
+def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def running_server_url(home: str | os.PathLike[str]) -> str | None:
+    """The API URL of a server started by `crawl2score server` with this home, if it answers."""
+    try:
+        info = json.loads((Path(home) / SERVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    url = info.get("api_url")
+    return url if url and healthy(url, timeout_s=1.0) else None
+
+
+def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foreground: bool = True) -> int:
+    """Start `prefect server start`, wait for /api/health, record the URL for later clients."""
+    Path(home).mkdir(parents=True, exist_ok=True)
+    env = server_env(home, host, port)
+    api_url = env["PREFECT_API_URL"]
+    if healthy(api_url):
+        print(f"a Prefect server already answers at {api_url}")
+        return 0
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=not foreground)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"crawl2score: error: prefect server exited with code {proc.returncode}", file=sys.stderr)
+            return proc.returncode or 1
+        if healthy(api_url):
+            break
+        time.sleep(1.0)
+    else:
+        proc.terminate()
+        print(f"crawl2score: error: server did not answer {api_url}/health within {wait_s:.0f} s", file=sys.stderr)
+        return 1
+    (Path(home) / SERVER_FILE).write_text(json.dumps({"api_url": api_url, "pid": proc.pid}))
+    print(f"Prefect UI: http://{host}:{port}  (API {api_url}); PREFECT_HOME={Path(home).resolve()}", flush=True)
+    if not foreground:
+        return 0
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+    finally:
+        (Path(home) / SERVER_FILE).unlink(missing_ok=True)

@@ -1,0 +1,35 @@
+"""Configuration of the tokenizer stage (byte-level BPE) and of tokenization into shards.
+
+Defaults follow DeepSeek LLM / V2: a byte-level BPE of 102,400 entries, special tokens included. Every key
+takes part in the stage key, so changing any of them retrains (or re-tokenizes) on the next run.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(102_400, ge=512, description="entries including special tokens (DeepSeek LLM/V2)")
+    # A corpus too small to learn vocab_size - specials entries is filled with extra reserved tokens so the
+    # id space (and the model's embedding) keeps its configured size; this turns that shortfall into an error.
+    require_exact_vocab: bool = False
+    # Slots after bos/eos/pad kept for later use (chat and fill-in-the-middle markers), as DeepSeek does.
+    reserved_special_tokens: int = Field(29, ge=0, le=4096, description="<｜reserved▁N｜> slots after bos/eos/pad")
+    input: str | None = Field(None, description="dir or glob of JSONL/Parquet/text; default WORKDIR/data/output")
+    byte_budget: int | None = Field(None, ge=1, description="stop reading the corpus after this many bytes")
+    # Per-language multiplier on how often a document is used for *training the tokenizer*: 0.5 keeps half
+    # the documents, 2.0 uses each twice. Languages not listed use the "*" entry, else 1.0.
+    language_weights: dict[str, float] = Field(default_factory=lambda: {"en": 1.0, "zh": 1.0})
+    min_frequency: int = Field(2, ge=1)
+    # None: HF default (no limit). A cap keeps runs like "=====" out of the vocabulary.
+    max_token_length: int | None = Field(None, ge=2)
+    heldout_fraction: float = Field(0.02, ge=0.0, lt=0.5)
+    heldout_bytes: int = Field(2_000_000, ge=0, description="held-out text kept per language for the report")
+    baseline: bool = Field(True, description="also train a plain ByteLevel BPE of equal size for the report")
+    seed: int = Field(0, description="hash seed of the held-out split and of language sampling")
+    shard_tokens: int = Field(50_000_000, ge=1024, description="target tokens per shard")
+    batch_docs: int = Field(512, ge=1, description="documents per encode batch (parallel inside tokenizers)")
+    workers: int = Field(2, ge=1, description="threads for training and encoding (RAYON_NUM_THREADS)")

@@ -1,0 +1,147 @@
+"""The work directory: where each stage writes, how its output is keyed, and the run report.
+
+A stage's key is a hash of its config section and the keys of the stages it reads. The key is written to
+``WORKDIR/<stage>/.stage.json`` *last*, after the outputs are complete, so a half-finished stage never
+looks finished, and a second run with the same config finds the same key and skips the stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+STAGES = ("data", "tokenizer", "tokens", "train", "eval")
+STAGE_DIRS = {"data": "data", "tokenizer": "tokenizer", "tokens": "tokens", "train": "checkpoints", "eval": "eval"}
+MARKER = ".stage.json"
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of canonical JSON: the same config gives the same key on every machine."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def stage_key(stage: str, section: dict[str, Any], input_keys: list[str] | tuple[str, ...] = ()) -> str:
+    return stable_hash({"stage": stage, "config": section, "inputs": list(input_keys)})
+
+
+def file_hash(path: str | os.PathLike[str], length: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def stage_dir(workdir: str | os.PathLike[str], stage: str) -> Path:
+    return Path(workdir) / STAGE_DIRS[stage]
+
+
+def read_marker(workdir: str | os.PathLike[str], stage: str) -> dict[str, Any] | None:
+    path = stage_dir(workdir, stage) / MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(workdir: str | os.PathLike[str], stage: str, key: str) -> bool:
+    marker = read_marker(workdir, stage)
+    return bool(marker) and marker.get("key") == key
+
+
+def write_marker(workdir: str | os.PathLike[str], stage: str, key: str, figures: dict[str, Any]) -> None:
+    atomic_write_json(stage_dir(workdir, stage) / MARKER, {"key": key, "finished": time.time(), "figures": figures})
+
+
+def clear_marker(workdir: str | os.PathLike[str], stage: str) -> None:
+    (stage_dir(workdir, stage) / MARKER).unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a temporary name in the same directory, fsync, rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a directory under a temporary name and rename it into place when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def update_report(workdir: str | os.PathLike[str], stage: str, figures: dict[str, Any]) -> None:
+    """Merge one stage's figures into WORKDIR/report.json and re-render report.md."""
+    workdir = Path(workdir)
+    report_path = workdir / "report.json"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        report = {}
+    report[stage] = figures
+    atomic_write_json(report_path, report)
+    lines = ["# crawl2score report", ""]
+    for name in [s for s in STAGES if s in report] + sorted(set(report) - set(STAGES)):
+        lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
+        for key, value in _flatten(report[name]).items():
+            lines.append(f"| {key} | {value} |")
+        lines.append("")
+    atomic_write_text(workdir / "report.md", "\n".join(lines))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, float):
+            out[key] = f"{v:.4g}"
+        else:
+            out[key] = v
+    return out

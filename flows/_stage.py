@@ -1,0 +1,38 @@
+"""The shape every stage flow shares: key the stage, skip it when its output is current, else run it,
+then record the key, the report and a table artifact of its figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crawl2score.config import Config
+from crawl2score.workdir import clear_marker, is_done, read_marker, stage_key, update_report, write_marker
+from tasks._prefect import logger, table_artifact
+
+
+def run_stage(
+    stage: str,
+    config: Config,
+    section: str,
+    input_keys: list[str],
+    body: Callable[[str], dict[str, Any]],
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run `body(key)` unless WORKDIR already holds this stage's output for the same key.
+
+    `body` does the work (usually by calling the stage's tasks) and returns the stage's figures.
+    Returns {"stage", "key", "skipped", "figures"}.
+    """
+    workdir = config.workdir
+    key = stage_key(stage, config.section_dict(section), input_keys)
+    if not force and is_done(workdir, stage, key):
+        marker = read_marker(workdir, stage) or {}
+        logger().info("%s: output for key %s is current; skipped (use --force %s to redo)", stage, key, stage)
+        return {"stage": stage, "key": key, "skipped": True, "figures": marker.get("figures", {})}
+    clear_marker(workdir, stage)
+    figures = body(key)
+    write_marker(workdir, stage, key, figures)
+    update_report(workdir, stage, figures)
+    table_artifact(f"{stage}-figures", figures, description=f"{stage} stage figures")
+    return {"stage": stage, "key": key, "skipped": False, "figures": figures}

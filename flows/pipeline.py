@@ -1,0 +1,54 @@
+"""The end-to-end flow: one subflow per stage, each skipped when its output is current.
+
+    data → tokenizer → tokens → train → eval
+
+Deployed as `crawl2score/pipeline` (see prefect.yaml); run locally with `crawl2score run`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from prefect import flow
+
+from crawl2score.config import Config
+from crawl2score.workdir import STAGES
+from tasks._prefect import logger, table_artifact
+
+# stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
+STAGE_FLOWS: dict[str, tuple[str, str]] = {
+    "data": ("flows.data", "data_flow"),
+    "tokenizer": ("flows.tokenizer", "tokenizer_flow"),
+    "tokens": ("flows.tokenizer", "tokenize_flow"),
+    "train": ("flows.train", "train_flow"),
+    "eval": ("flows.eval", "eval_flow"),
+}
+
+
+def stage_flow(stage: str) -> Any:
+    module, name = STAGE_FLOWS[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(
+    config: Config | None = None,
+    force: list[str] | None = None,
+    stages: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the stages in order. `force` redoes the named stages; `stages` limits the run to a subset."""
+    config = config or Config()
+    force = force or []
+    wanted = [s for s in STAGES if stages is None or s in stages]
+    results: dict[str, Any] = {}
+    for stage in wanted:
+        result = stage_flow(stage)(config=config, force=stage in force)
+        results[stage] = {"key": result["key"], "skipped": result["skipped"]}
+        logger().info("stage %s: %s (key %s)", stage, "skipped" if result["skipped"] else "done", result["key"])
+    table_artifact(
+        "pipeline-stages",
+        [{"stage": s, "key": r["key"], "skipped": r["skipped"]} for s, r in results.items()],
+        description="stages of this run",
+    )
+    return {"workdir": config.workdir, "stages": results}

@@ -1,0 +1,213 @@
+"""Helpers every stage task shares: progress and table artifacts, stage caching, subprocess streaming.
+
+They degrade to no-ops outside a Prefect run context, so a stage function that reports progress can also
+be called from a plain test or script.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
+
+from crawl2score.workdir import stage_key
+
+
+def logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("crawl2score")
+
+
+def _in_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def _artifact_key(name: str) -> str:
+    # Prefect keys: lowercase letters, digits and dashes only.
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+class Progress:
+    """A Prefect progress artifact kept current while a stage runs (throttled to one update a second)."""
+
+    def __init__(self, description: str, total: float) -> None:
+        self.total = max(float(total), 1.0)
+        self.done = 0.0
+        self._last = 0.0
+        self._id = None
+        if _in_run():
+            try:
+                self._id = create_progress_artifact(progress=0.0, description=description)
+            except Exception as exc:  # artifacts are a view; a failing API must not fail the stage
+                logger().debug("progress artifact unavailable: %s", exc)
+
+    def advance(self, amount: float = 1.0) -> None:
+        self.set(self.done + amount)
+
+    def set(self, done: float, force: bool = False) -> None:
+        self.done = done
+        now = time.monotonic()
+        if self._id is None or (not force and now - self._last < 1.0):
+            return
+        self._last = now
+        try:
+            update_progress_artifact(self._id, progress=min(100.0, 100.0 * self.done / self.total))
+        except Exception as exc:
+            logger().debug("progress update failed: %s", exc)
+
+    def finish(self) -> None:
+        self.set(self.total, force=True)
+
+
+def table_artifact(name: str, rows: list[dict[str, Any]] | dict[str, Any], description: str = "") -> None:
+    """A table of a stage's figures in the UI: rows, or a dict shown as figure/value rows."""
+    if isinstance(rows, dict):
+        rows = [{"figure": k, "value": _fmt(v)} for k, v in _flatten(rows).items()]
+    if not _in_run():
+        return
+    try:
+        create_table_artifact(key=_artifact_key(name), table=rows, description=description or name)
+    except Exception as exc:
+        logger().debug("table artifact failed: %s", exc)
+
+
+def markdown_artifact(name: str, markdown: str, description: str = "") -> None:
+    if not _in_run():
+        return
+    try:
+        create_markdown_artifact(key=_artifact_key(name), markdown=markdown, description=description or name)
+    except Exception as exc:
+        logger().debug("markdown artifact failed: %s", exc)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.4g}" if isinstance(v, float) else v if isinstance(v, (int, str, bool)) or v is None else str(v)
+
+
+def stage_cache_key(stage: str) -> Callable[[Any, dict[str, Any]], str]:
+    """A Prefect `cache_key_fn` on the same key the work directory records (config section + input keys).
+
+    The task's parameters must include `section: dict` and `input_keys: list[str]`, plus `workdir`, so the
+    same config in another work directory is not a cache hit.
+    """
+
+    def key_fn(_context: Any, parameters: dict[str, Any]) -> str:
+        key = stage_key(stage, parameters.get("section") or {}, parameters.get("input_keys") or [])
+        return f"{stage}-{key}-{os.path.abspath(str(parameters.get('workdir', '')))}"
+
+    return key_fn
+
+
+def run_streaming(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+    hang_timeout_s: float | None = None,
+) -> int:
+    """Run a command in its own process group and send each output line to the run's logs.
+
+    The whole group is killed on timeout, on a hang (no output line for `hang_timeout_s`), on
+    cancellation or on any exception here, so no orphaned trainer keeps a GPU busy. Returns the exit code;
+    raises TimeoutError for a timeout and HangError for a hang.
+    """
+    log = logger()
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+    last_line = [time.monotonic()]
+    start = time.monotonic()
+    reason: list[str] = []
+
+    def watchdog() -> None:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if timeout_s is not None and now - start > timeout_s:
+                reason.append("timeout")
+            elif hang_timeout_s is not None and now - last_line[0] > hang_timeout_s:
+                reason.append("hang")
+            if reason:
+                kill_group(proc)
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            last_line[0] = time.monotonic()
+            line = line.rstrip("\n")
+            log.info(line)
+            if on_line is not None:
+                on_line(line)
+        code = proc.wait()
+    except BaseException:
+        kill_group(proc)
+        raise
+    if reason == ["timeout"]:
+        raise TimeoutError(f"{cmd[0]}: killed after {timeout_s:.0f} s (task timeout)")
+    if reason == ["hang"]:
+        raise HangError(f"{cmd[0]}: no output for {hang_timeout_s:.0f} s; killed as hung")
+    return code
+
+
+class HangError(RuntimeError):
+    """The subprocess stopped making progress (distinct from slow: it printed nothing for too long)."""
+
+
+def kill_group(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after a grace period."""
+    if proc.poll() is not None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

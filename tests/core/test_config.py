@@ -1,0 +1,61 @@
+"""Config loading: presets, overrides, and one-line errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from crawl2score.config import Config, ConfigError, load_config
+
+
+def test_presets_load() -> None:
+    for name in ("tiny", "small", "medium"):
+        cfg = load_config(name)
+        assert isinstance(cfg, Config)
+        assert cfg.name == name
+    assert load_config("medium").tokenizer.vocab_size == 102_400
+
+
+def test_model_preset_expands_and_overrides() -> None:
+    cfg = load_config("tiny", ["model.dim=96"])
+    assert cfg.model.dim == 96
+    assert cfg.model.vocab_size == 4096
+
+
+def test_override_types_and_workdir(tmp_path) -> None:
+    cfg = load_config("tiny", ["train.steps=7", "data.input=[a.warc.gz, b.warc.gz]"], workdir=tmp_path)
+    assert cfg.train.steps == 7
+    assert cfg.data.input == ["a.warc.gz", "b.warc.gz"]
+    assert cfg.workdir == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.stepz=3"], "train.stepz: unknown key"),
+        (["train.steps=many"], "train.steps"),
+        (["tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
+        (["nosuchsection.x=1"], "nosuchsection: unknown key"),
+        (["model.preset=nope"], "unknown model preset 'nope'"),
+        (["noequals"], "expected section.key=value"),
+    ],
+)
+def test_bad_values_one_line(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_bad_files(tmp_path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(scalar)

@@ -1,0 +1,86 @@
+"""The shared Prefect plumbing: subprocess streaming and killing, stage skipping, artifacts."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+from prefect import flow
+
+from crawl2score.config import load_config
+from flows._stage import run_stage
+from tasks._prefect import HangError, Progress, run_streaming
+
+
+def test_run_streaming_passes_lines_and_exit_code() -> None:
+    lines: list[str] = []
+    code = run_streaming([sys.executable, "-c", "print('a'); print('b'); raise SystemExit(3)"], on_line=lines.append)
+    assert code == 3
+    assert lines == ["a", "b"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it no longer runs.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_hang_kills_the_whole_process_group(tmp_path) -> None:
+    child_pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(child_pid_file)!r}, 'w').write(str(c.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with pytest.raises(HangError, match="hung"):
+        run_streaming([sys.executable, "-c", script], hang_timeout_s=2.0)
+    child = int(child_pid_file.read_text())
+    for _ in range(50):
+        if not _pid_alive(child):
+            break
+        time.sleep(0.1)
+    assert not _pid_alive(child), "the trainer's child process outlived the kill"
+
+
+def test_timeout_raises() -> None:
+    with pytest.raises(TimeoutError):
+        run_streaming([sys.executable, "-c", "import time; time.sleep(60)"], timeout_s=1.0)
+
+
+def test_progress_outside_a_run_is_a_noop() -> None:
+    p = Progress("x", total=3)
+    p.advance()
+    p.finish()
+    assert p.done == 3
+
+
+def test_stage_skips_when_key_matches(tmp_path, prefect_harness) -> None:
+    cfg = load_config("tiny", workdir=tmp_path)
+    calls: list[str] = []
+
+    def body(key: str) -> dict:
+        calls.append(key)
+        (tmp_path / "data").mkdir(exist_ok=True)
+        return {"docs": 1}
+
+    @flow
+    def stage_flow(force: bool = False) -> dict:
+        return run_stage("data", cfg, "data", [], body, force=force)
+
+    first = stage_flow()
+    second = stage_flow()
+    forced = stage_flow(force=True)
+    assert not first["skipped"] and second["skipped"] and not forced["skipped"]
+    assert len(calls) == 2 and first["key"] == second["key"] == forced["key"]
+    assert (tmp_path / "report.json").exists()

@@ -1,0 +1,60 @@
+"""Stage keys, markers, atomic writes and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from crawl2score.workdir import (
+    atomic_dir,
+    atomic_write_json,
+    is_done,
+    stage_key,
+    update_report,
+    write_marker,
+)
+
+
+def test_stage_key_depends_on_config_and_inputs() -> None:
+    base = stage_key("tokenizer", {"vocab_size": 10}, ["abc"])
+    assert base == stage_key("tokenizer", {"vocab_size": 10}, ["abc"])
+    assert base != stage_key("tokenizer", {"vocab_size": 11}, ["abc"])
+    assert base != stage_key("tokenizer", {"vocab_size": 10}, ["abd"])
+    assert base != stage_key("tokens", {"vocab_size": 10}, ["abc"])
+
+
+def test_marker_round_trip(tmp_path) -> None:
+    assert not is_done(tmp_path, "data", "k1")
+    write_marker(tmp_path, "data", "k1", {"docs": 3})
+    assert is_done(tmp_path, "data", "k1")
+    assert not is_done(tmp_path, "data", "k2")
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "whole.txt").write_text("y")
+    assert (target / "whole.txt").read_text() == "y"
+
+
+def test_report_merges_stages(tmp_path) -> None:
+    update_report(tmp_path, "data", {"docs_out": 10, "per_language": {"en": 6}})
+    update_report(tmp_path, "tokenizer", {"vocab_size": 4096})
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["data"]["docs_out"] == 10 and report["tokenizer"]["vocab_size"] == 4096
+    md = (tmp_path / "report.md").read_text()
+    assert "| per_language.en | 6 |" in md and "## tokenizer" in md
+
+
+def test_atomic_write_json(tmp_path) -> None:
+    atomic_write_json(tmp_path / "a" / "x.json", {"k": "中文"})
+    assert json.loads((tmp_path / "a" / "x.json").read_text(encoding="utf-8")) == {"k": "中文"}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
