@@ -1,0 +1,113 @@
+"""Weights-only checkpoints: model.safetensors + config.json (ModelArgs) per step directory.
+
+safetensors holds tensors only, so loading never unpickles anything. Writes go to a temporary directory
+first and are moved into place by rename, so a crash never leaves a half-written step visible; the
+trainer names the newest complete step in `checkpoints/latest` (see `mark_latest`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.config import ModelArgs
+from model.model import Transformer
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+LATEST = "latest"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:  # torch.compile and DDP wrappers
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full, contiguous CPU tensors (DTensor shards gathered); persistent buffers such as the expert bias
+    are included, per-step token counts are not."""
+    out = {}
+    for k, v in _unwrap(model).state_dict().items():
+        if hasattr(v, "full_tensor"):
+            v = v.full_tensor()
+        out[k] = v.detach().to("cpu").contiguous()
+    return out
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write model.safetensors and config.json into `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args: ModelArgs = _unwrap(model).args
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(model_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(args.to_dict(), indent=2) + "\n")
+        if not path.exists():
+            os.rename(tmp, path)
+        else:  # a step dir that already holds other files (train state): replace ours file by file
+            for name in (WEIGHTS, CONFIG):
+                os.replace(tmp / name, path / name)
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def mark_latest(step_dir: str | os.PathLike) -> None:
+    """Atomically point `<parent>/latest` at step_dir (its name)."""
+    step_dir = Path(step_dir)
+    tmp = step_dir.parent / f".{LATEST}.tmp-{os.getpid()}"
+    tmp.write_text(step_dir.name + "\n")
+    os.replace(tmp, step_dir.parent / LATEST)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A step dir as is; a `checkpoints/` dir through its `latest` file."""
+    path = Path(path)
+    if (path / WEIGHTS).exists():
+        return path
+    if (path / LATEST).exists():
+        step = path / (path / LATEST).read_text().strip()
+        if (step / WEIGHTS).exists():
+            return step
+        raise FileNotFoundError(f"{path / LATEST} names {step}, which has no {WEIGHTS}")
+    raise FileNotFoundError(f"{path} holds neither {WEIGHTS} nor a '{LATEST}' file")
+
+
+def load_args(path: str | os.PathLike) -> ModelArgs:
+    return ModelArgs.from_dict(json.loads((resolve_checkpoint(path) / CONFIG).read_text()))
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Transformer:
+    """Build the model from config.json, load the weights (strict), return it in eval mode.
+
+    Built on the meta device first, so nothing is initialised twice; `dtype` casts the parameters
+    (default: fp32 masters).
+    """
+    step = resolve_checkpoint(path)
+    args = ModelArgs.from_dict(json.loads((step / CONFIG).read_text()))
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.to_empty(device=device)
+    state = load_file(str(step / WEIGHTS), device=str(device))
+    model.load_state_dict(state, strict=True)
+    model.reset_buffers()
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()

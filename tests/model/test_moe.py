@@ -1,0 +1,181 @@
+"""Router, experts and loss-free balancing (model/moe.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import Transformer
+from model.moe import MoE, Router, grouped_mm_supported, update_expert_bias
+
+
+def _router(args, seed=0):
+    torch.manual_seed(seed)
+    r = Router(args)
+    torch.nn.init.normal_(r.weight, std=0.5)
+    return r
+
+
+def test_bias_changes_selection_not_gate_weights(tiny_args):
+    r = _router(tiny_args)
+    x = torch.randn(64, tiny_args.dim)
+    idx0, w0, s0 = r(x)
+    # A bias shift common to all experts changes nothing.
+    r.expert_bias.fill_(0.3)
+    idx1, w1, _ = r(x)
+    assert torch.equal(idx0, idx1) and torch.allclose(w0, w1)
+    # A large bias on expert 5 makes every token pick it ...
+    r.expert_bias.zero_()
+    r.expert_bias[5] = 10.0
+    idx2, w2, s2 = r(x)
+    assert (idx2 == 5).any(dim=-1).all()
+    assert not (idx0 == 5).any(dim=-1).all()
+    # ... but the weights are the unbiased scores of the chosen experts, normalised, times route_scale.
+    expected = s2.gather(1, idx2)
+    expected = expected / expected.sum(-1, keepdim=True) * tiny_args.route_scale
+    assert torch.allclose(w2, expected)
+    assert torch.equal(s0, s2)
+
+
+def test_group_limit_honoured(tiny_args):
+    args = tiny_args.replace(
+        n_routed_experts=16, n_expert_groups=4, n_limited_groups=2, n_activated_experts=4
+    )
+    r = _router(args, seed=1)
+    x = torch.randn(256, args.dim)
+    idx, _, scores = r(x)
+    per_group = args.n_routed_experts // args.n_expert_groups
+    groups = idx // per_group
+    assert all(len(set(row.tolist())) <= args.n_limited_groups for row in groups)
+    # The kept groups are those with the best top-2 score sums.
+    top2 = scores.view(256, 4, per_group).topk(2, dim=-1).values.sum(-1)
+    best = top2.topk(2, dim=-1).indices
+    for g_row, b_row in zip(groups, best, strict=True):
+        assert set(g_row.tolist()) <= set(b_row.tolist())
+    # Without the limit, some token would have used more groups.
+    idx_free, _, _ = _router(args.replace(n_expert_groups=1, n_limited_groups=1), seed=1)(x)
+    assert any(len(set(row.tolist())) > 2 for row in idx_free // per_group)
+
+
+def _moe(args, seed=0):
+    torch.manual_seed(seed)
+    m = MoE(args)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return m
+
+
+def _reference(m: MoE, x_BTD):
+    """Per-token dense computation: every token's K experts, no dropping."""
+    x = x_BTD.reshape(-1, x_BTD.shape[-1])
+    idx, w, _ = m.gate(x)
+    out = m.shared(x).clone()
+    for t in range(x.shape[0]):
+        for k in range(idx.shape[1]):
+            e = idx[t, k]
+            h = F.silu(x[t] @ m.experts.w1[e].T) * (x[t] @ m.experts.w3[e].T)
+            out[t] += w[t, k] * (h @ m.experts.w2[e].T)
+    return out.view_as(x_BTD)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_moe_matches_per_token_reference(tiny_args, grouped):
+    m = _moe(tiny_args.replace(use_grouped_mm=grouped))
+    x = torch.randn(2, 8, tiny_args.dim)
+    torch.testing.assert_close(m(x), _reference(m, x), rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_and_loop_agree_with_grads(tiny_args):
+    if not grouped_mm_supported(torch.device("cpu"), torch.float32):
+        pytest.skip("torch._grouped_mm unavailable on CPU in this torch")
+    a = _moe(tiny_args.replace(use_grouped_mm=True))
+    b = _moe(tiny_args.replace(use_grouped_mm=False))
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 16, tiny_args.dim)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
+    ya.sum().backward()  # .sum() gives the stride-0 gradient _grouped_mm alone would reject
+    yb.sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_counts_only_in_training_forward(tiny_args):
+    m = _moe(tiny_args)
+    x = torch.randn(2, 8, tiny_args.dim)
+    m.eval()
+    m(x)
+    assert m.tokens_per_expert.sum() == 0
+    m.train()
+    m(x)
+    assert m.tokens_per_expert.sum() == 2 * 8 * tiny_args.n_activated_experts
+    with torch.no_grad():
+        m(x)
+    assert m.tokens_per_expert.sum() == 2 * 8 * tiny_args.n_activated_experts
+
+
+def test_sequence_balance_loss_formula(tiny_args):
+    m = _moe(tiny_args).train()
+    x = torch.randn(2, 8, tiny_args.dim)
+    m(x)
+    E, K, T = tiny_args.n_routed_experts, tiny_args.n_activated_experts, 8
+    idx, _, s = m.gate(x.reshape(-1, tiny_args.dim))
+    losses = []
+    for b in range(2):
+        sel = idx.view(2, T, K)[b]
+        f = torch.stack([(sel == i).sum() for i in range(E)]).float() * E / (K * T)
+        sb = s.view(2, T, E)[b]
+        p = (sb / sb.sum(-1, keepdim=True)).mean(0)
+        losses.append((f * p).sum())
+    torch.testing.assert_close(m.balance_loss, torch.stack(losses).mean())
+
+
+def test_update_expert_bias_sign_and_coverage(tiny_args):
+    model = Transformer(tiny_args.replace(n_mtp_layers=1))
+    moes = {n: m for n, m in model.named_modules() if isinstance(m, MoE)}
+    assert any(n.startswith("mtp.") for n in moes)  # the MTP block's MoE is covered
+    E = tiny_args.n_routed_experts
+    load = torch.tensor([10.0, 0, 2, 2, 2, 2, 2, 4])[:E]
+    for m in moes.values():
+        m.tokens_per_expert.copy_(load)
+    stats = update_expert_bias(model, gamma=0.01)
+    assert set(stats) == set(moes)
+    for name, m in moes.items():
+        expected = 0.01 * torch.sign(load.mean() - load)
+        torch.testing.assert_close(m.gate.expert_bias, expected)
+        assert m.tokens_per_expert.sum() == 0
+        assert stats[name]["dead_experts"] == 1
+        assert stats[name]["max_vio"] == pytest.approx(10 / load.mean().item() - 1)
+        assert stats[name]["tokens_per_expert"] == load.tolist()
+
+
+def test_bias_update_balances_a_skewed_router(tiny_args):
+    """Repeated updates pull the load toward the mean (Wang et al. 2024): MaxVio falls."""
+    m = _moe(tiny_args.replace(n_expert_groups=1, n_limited_groups=1)).train()
+    with torch.no_grad():
+        m.gate.weight[0] += 1.0  # expert 0 is favoured by every token
+    x = torch.randn(2, 32, tiny_args.dim)
+    vios = []
+    for _ in range(30):
+        m(x)
+        vios.append(update_expert_bias(m, gamma=0.05)[""]["max_vio"])
+    assert vios[-1] < 0.5 * vios[0]
+
+
+def test_balancing_buffers_stay_fp32_under_bf16_cast(tiny_args):
+    m = _moe(tiny_args).to(torch.bfloat16)
+    assert m.gate.expert_bias.dtype == torch.float32
+    assert m.tokens_per_expert.dtype == torch.float32
+    assert m.experts.w1.dtype == torch.bfloat16
+    m.train()
+    y = m(torch.randn(2, 4, tiny_args.dim, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+
+
+def test_activation_checkpointing_does_not_double_count(tiny_args):
+    m = _moe(tiny_args).train()
+    x = torch.randn(2, 8, tiny_args.dim, requires_grad=True)
+    y = torch.utils.checkpoint.checkpoint(m, x, use_reentrant=False)
+    y.square().sum().backward()
+    assert m.tokens_per_expert.sum() == 2 * 8 * tiny_args.n_activated_experts

@@ -1,0 +1,38 @@
+"""Parameter counts of the published shapes against the reports (built on the meta device)."""
+
+from __future__ import annotations
+
+import pytest
+
+from model import get_preset
+from model.info import model_info
+
+
+def test_deepseek_v3_counts():
+    info = model_info(get_preset("deepseek-v3"))
+    assert abs(info["total_params"] / 671e9 - 1) < 0.01
+    # "671B main model + 14B MTP" (HF card: 685B): the release's MTP layer stores its own embedding/head.
+    assert abs(info["mtp_params_as_released"] / 14e9 - 1) < 0.05
+    assert abs((info["total_params"] + info["mtp_params_as_released"]) / 685e9 - 1) < 0.01
+    # Convention (model/info.py): without input embedding and router gates.
+    assert round(info["activated_params"] / 1e9) == 37
+
+
+def test_deepseek_v2_lite_counts():
+    info = model_info(get_preset("deepseek-v2-lite"))
+    assert abs(info["total_params"] / 15.7e9 - 1) < 0.01
+    assert round(info["activated_params"] / 1e9, 1) == 2.4
+    assert info["mtp_params"] == 0
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("small", 100e6, 300e6), ("medium", 1e9, 3e9)])
+def test_project_presets_sizes(name, low, high):
+    info = model_info(get_preset(name))
+    assert low <= info["total_params"] <= high
+
+
+def test_kv_cache_figures_v3():
+    info = model_info(get_preset("deepseek-v3"))
+    # 576 values per layer (512 latent + 64 rope) against 2·128·128 for MHA, bf16.
+    assert info["kv_cache_bytes_per_token"] == 61 * 576 * 2
+    assert info["kv_cache_bytes_per_token_mha"] == 61 * 2 * 128 * 128 * 2

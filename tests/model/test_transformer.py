@@ -1,0 +1,57 @@
+"""Transformer.loss: chunked CE, gradients, init."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from model import Transformer
+from model.moe import MoE
+
+
+def _batch(args, B=2, T=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, args.vocab_size, (B, T), generator=g)
+    labels = torch.roll(tokens, -1, 1)
+    labels[:, -1] = -100
+    return tokens, labels
+
+
+def test_chunked_ce_equals_full_logits(tiny_model, tiny_args):
+    tokens, labels = _batch(tiny_args)
+    tiny_model.eval()
+    with torch.no_grad():
+        ref = F.cross_entropy(tiny_model(tokens).flatten(0, 1), labels.flatten(), ignore_index=-100)
+    for chunk in (5, 7, 4096):
+        out = tiny_model.loss(tokens, labels, mtp_lambda=0.0, seq_aux_alpha=0.0, loss_chunk=chunk)
+        torch.testing.assert_close(out.ce_loss, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.loss.detach(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_every_learnt_parameter_and_not_the_bias(tiny_model, tiny_args):
+    tokens, labels = _batch(tiny_args, B=2, T=24)
+    tiny_model.train()
+    out = tiny_model.loss(tokens, labels, loss_chunk=16)
+    out.loss.backward()
+    assert out.mtp_loss > 0 and out.balance_loss > 0
+    missing = [n for n, p in tiny_model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+    for m in tiny_model.modules():
+        if isinstance(m, MoE):
+            assert not m.gate.expert_bias.requires_grad and m.gate.expert_bias.grad is None
+            assert "gate.expert_bias" not in dict(m.named_parameters())
+
+
+def test_total_loss_composition(tiny_model, tiny_args):
+    tokens, labels = _batch(tiny_args)
+    tiny_model.train()
+    out = tiny_model.loss(tokens, labels, seq_aux_alpha=1e-2, mtp_lambda=0.3)
+    torch.testing.assert_close(out.loss.detach(), out.ce_loss + 0.3 * out.mtp_loss + out.balance_loss)
+
+
+def test_init_std(tiny_args):
+    torch.manual_seed(0)
+    model = Transformer(tiny_args.replace(init_std=0.006))
+    w = model.layers[1].ffn.experts.w1
+    assert abs(w.std().item() - 0.006) < 0.0005
+    assert torch.all(model.norm.weight == 1)
