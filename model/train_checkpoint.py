@@ -1,0 +1,247 @@
+"""Full training checkpoints: everything a run needs to continue bit-for-bit from step N.
+
+Layout of `checkpoints/step-<N>/`:
+
+  model.safetensors, config.json   the full weights (expert biases included) + ModelArgs: what
+                                   `model.load_checkpoint` and evaluation read
+  optimizer.safetensors            AdamW moments keyed `<param>.<exp_avg|exp_avg_sq>` (replicated runs)
+  sharded/shard-*.safetensors      FSDP2 runs: weights and moments as each rank holds them, written and
+                                   read through torch.distributed.checkpoint's safetensors storage
+                                   (offsets in the file headers, so another world size can reshard)
+  rng-rank<R>.safetensors          torch CPU (and CUDA) generator states of rank R
+  train_state.json                 step, data position, per-parameter AdamW step counts, param-group
+                                   hyper-parameters, config fingerprint; written last
+
+Nothing here is a pickle: tensors are safetensors and the rest JSON, so loading never runs code (DCP's
+default `.metadata` file is a pickle, hence its safetensors storage). A save builds `.step-<N>.tmp/`,
+fsyncs every file, renames it to `step-<N>` and only then rewrites `latest` (atomically), so a kill at
+any moment leaves the previous checkpoint complete and named. The last `keep_last` steps are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.checkpoint import CONFIG, LATEST, WEIGHTS, model_state_dict
+
+STATE = "train_state.json"
+OPTIM = "optimizer.safetensors"
+SHARDED = "sharded"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "full_tensor") and hasattr(t, "placements")
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file and directory below `path`: the rename that follows must publish durable data."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def step_dirs(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete step directories (renamed into place, train state present), oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    out = []
+    for p in ckpt_dir.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and (p / STATE).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def newest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The step dir to resume from: the newest complete one (normally the one `latest` names; a kill
+    between the rename and the `latest` update leaves a newer complete dir, which is just as good)."""
+    dirs = step_dirs(ckpt_dir)
+    return dirs[-1][1] if dirs else None
+
+
+def ensure_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create AdamW's moments for every parameter now, exactly as its first step would (zeros), so the
+    state has a fixed set of tensors to save into and load from."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state[p]
+            if "exp_avg" in st:
+                continue
+            on_device = group.get("capturable") or group.get("fused")
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device) if on_device else torch.tensor(0.0)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def _param_names(model: nn.Module) -> dict[int, str]:
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def _optim_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """(moments keyed `<param>.<name>`, per-parameter step counts) — the optimizer as plain data."""
+    names = _param_names(model)
+    tensors: dict[str, torch.Tensor] = {}
+    steps: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state[p]
+            name = names[id(p)]
+            steps[name] = float(st["step"])
+            tensors[f"{name}.exp_avg"] = st["exp_avg"]
+            tensors[f"{name}.exp_avg_sq"] = st["exp_avg_sq"]
+    return tensors, steps
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def save_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict[str, Any],
+    keep_last: int = 3,
+) -> Path:
+    """Write step-<step> atomically on every rank together (a collective call); returns its path."""
+    ckpt_dir = Path(ckpt_dir)
+    rank = _rank()
+    final = ckpt_dir / f"step-{step}"
+    tmp = ckpt_dir / f".step-{step}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    ensure_optimizer_state(optimizer)
+    moments, opt_steps = _optim_tensors(model, optimizer)
+    params = dict(model.named_parameters())
+    sharded = any(_is_dtensor(p) for p in params.values())
+    # Gathering DTensor shards is a collective, so with FSDP every rank calls it; replicated: rank 0 only.
+    full_model = model_state_dict(model) if sharded or rank == 0 else {}
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update({f"optim.{k}": v for k, v in moments.items()})
+        dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED), save_distributed=True))
+    if rank == 0:
+        save_file(full_model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        args = getattr(model, "args", None)
+        (tmp / CONFIG).write_text(json.dumps(args.to_dict() if args else {}, indent=2) + "\n")
+        if not sharded:
+            save_file({k: v.detach().cpu().contiguous() for k, v in moments.items()}, str(tmp / OPTIM))
+    save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / f"rng-rank{rank}.safetensors"))
+    _barrier()
+    if rank == 0:
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        state_json = dict(train_state, step=step, sharded=sharded, optimizer_steps=opt_steps, param_groups=groups)
+        (tmp / STATE).write_text(json.dumps(state_json, indent=1, default=str) + "\n")
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving a step (e.g. the final one after a resume): swap atomically
+            old = ckpt_dir / f".step-{step}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(ckpt_dir)
+        latest_tmp = ckpt_dir / f".{LATEST}.tmp"
+        latest_tmp.write_text(final.name + "\n")
+        with open(latest_tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(latest_tmp, ckpt_dir / LATEST)
+        _fsync_dir(ckpt_dir)
+        for _s, old_dir in step_dirs(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old_dir, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights, optimizer and this rank's RNG from a step dir; returns the train state (JSON).
+
+    Called after the model is wrapped for parallelism and the optimizer built (a collective call when
+    the checkpoint is sharded). Tensors are copied into the existing ones, so DTensor shards stay put.
+    """
+    path = Path(path)
+    state = json.loads((path / STATE).read_text())
+    ensure_optimizer_state(optimizer)
+    moments, _ = _optim_tensors(model, optimizer)
+    targets: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    targets.update({f"optim.{k}": v for k, v in moments.items()})
+    if (path / SHARDED).is_dir():
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+        dcp.load(targets, storage_reader=HuggingFaceStorageReader(str(path / SHARDED)))
+    else:
+        source = {f"model.{k}": v for k, v in load_file(str(path / WEIGHTS)).items()}
+        source.update({f"optim.{k}": v for k, v in load_file(str(path / OPTIM)).items()})
+        missing = sorted(set(targets) - set(source))
+        if missing:
+            raise KeyError(f"{path}: checkpoint lacks {missing[:5]} ({len(missing)} tensors)")
+        with torch.no_grad():
+            for key, dst in targets.items():
+                _copy_full_into(dst, source[key])
+    names = _param_names(model)
+    with torch.no_grad():
+        for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+            for p in group["params"]:
+                optimizer.state[p]["step"].fill_(state["optimizer_steps"][names[id(p)]])
+    rng_file = path / f"rng-rank{_rank()}.safetensors"
+    if rng_file.exists():  # another world size: ranks without a saved state keep their seeded one
+        rng = load_file(str(rng_file))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return state
+
+
+def _copy_full_into(dst: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy a full tensor into a plain tensor, or into this rank's shard of a DTensor."""
+    if _is_dtensor(dst):
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(dst.device_mesh.device_type), dst.device_mesh, dst.placements)
+    dst.copy_(full.to(dst.dtype))

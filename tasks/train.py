@@ -1,0 +1,242 @@
+"""Prefect task of the train stage: run `model.train` as a subprocess and turn its JSON lines into a view.
+
+The trainer is a separate process group (`python -m model.train` for one process, torchrun for more) so
+it runs the same on a laptop, a GPU worker or a cluster node, and so cancelling, a timeout or a hang can
+kill all of it (`run_streaming`). A retry simply starts it again: the trainer resumes from the newest
+checkpoint by itself. Call `train_model.fn(...)` to run it without Prefect.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from crawl2score.workdir import atomic_write_json, stable_hash
+from tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_CONFIG = "run-config.json"  # the resolved config the trainer reads, in WORKDIR/checkpoints/
+WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # the trainer exits if this process disappears
+
+
+class TrainerError(RuntimeError):
+    """The trainer exited with an error that a retry would repeat (bad config, non-finite loss)."""
+
+
+def _retry_unless_deterministic(task, task_run, state) -> bool:
+    """Crashes, hangs and kills are retried (the trainer resumes); a config error or NaN loss is not."""
+    try:
+        state.result()
+    except TrainerError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def trainer_command(config_path: Path, workdir: str, nproc: int) -> list[str]:
+    """One process: plain Python. Several: torchrun on this node (standalone rendezvous on a free port)."""
+    launch = [sys.executable]
+    if nproc > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return launch + ["-m", "model.train", "--config", str(config_path), "--workdir", str(Path(workdir).resolve())]
+
+
+def resume_key(model: dict[str, Any], train: dict[str, Any], input_keys: list[str]) -> str:
+    """What checkpoints must share with this run to be resumed: model, train minus cosmetic keys, inputs."""
+    from model.train_config import TrainArgs
+
+    return stable_hash({"model": model, "train": TrainArgs.from_dict(train).fingerprint_dict(), "inputs": input_keys})
+
+
+def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> None:
+    """Start over when asked; refuse to resume checkpoints of another run (different config or tokens)."""
+    ckpt = Path(workdir) / "checkpoints"
+    previous = None
+    try:
+        previous = json.loads((ckpt / RUN_CONFIG).read_text()).get("resume_key")
+    except (OSError, ValueError):
+        pass
+    if fresh:
+        for p in ckpt.glob("*") if ckpt.is_dir() else []:
+            if p.name.startswith(("step-", ".step-", "latest", "metrics.jsonl", "loss_curve")):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return
+    if previous is not None and previous != key:  # (checkpoints written by hand: the trainer checks them)
+        raise TrainerError(
+            f"{ckpt} holds checkpoints of a different config or token set; rerun with --force train to start over"
+        )
+
+
+class _View:
+    """Keeps the Prefect view of the run current from the trainer's JSON lines (throttled)."""
+
+    def __init__(self, steps: int, every_s: float = 10.0):
+        self.progress = Progress("train: optimizer steps", steps)
+        self.every_s = every_s
+        self.last_table = 0.0
+        self.last: dict[str, Any] = {}
+        self.error: str | None = None
+        self.hang_step: int = 0
+
+    def __call__(self, line: str) -> None:
+        if not line.startswith("{"):
+            return
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            return
+        kind = ev.get("event")
+        if kind == "step":
+            self.last = ev
+            self.progress.set(ev["step"])
+            if time.monotonic() - self.last_table > self.every_s or ev["step"] == ev["steps"]:
+                self.last_table = time.monotonic()
+                self.tables(ev)
+        elif kind == "error":
+            self.error = ev.get("message")
+        if "step" in ev:
+            self.hang_step = ev["step"]
+
+    def tables(self, ev: dict[str, Any]) -> None:
+        table_artifact(
+            "train-progress",
+            [
+                {
+                    "step": f"{ev['step']}/{ev['steps']}",
+                    "loss": round(ev["loss"], 4),
+                    "ce_loss": round(ev["ce_loss"], 4),
+                    "tokens/s": round(ev["tokens_per_s"], 1),
+                    "lr": f"{ev['lr']:.3g}",
+                }
+            ],
+            description="train: latest logged step",
+        )
+        table_artifact("train-moe-health", moe_rows(ev.get("moe", {})), description="MoE load per layer (last step)")
+
+
+def moe_rows(moe: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "layer": name,
+            "max_vio": round(s["max_vio"], 4),
+            "dead_experts": s["dead_experts"],
+            "tokens_per_expert": " ".join(str(int(t)) for t in s["tokens_per_expert"]),
+        }
+        for name, s in moe.items()
+    ]
+
+
+def loss_curve_png(metrics: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    ax.plot(steps, [m["ce_loss"] for m in metrics], label="cross entropy")
+    if any(m.get("mtp_loss") for m in metrics):
+        ax.plot(steps, [m["mtp_loss"] for m in metrics], label="MTP", alpha=0.7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = Path(workdir) / "checkpoints" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return [e for e in lines if e.get("event") == "step"]
+
+
+def final_figures(metrics: list[dict[str, Any]], start: dict[str, Any] | None = None) -> dict[str, Any]:
+    last = metrics[-1]
+    tail = metrics[-5:]
+    return {
+        "steps": last["step"],
+        "tokens": last["tokens"],
+        "loss": round(last["loss"], 4),
+        "ce_loss": round(last["ce_loss"], 4),
+        "mtp_loss": round(last["mtp_loss"], 4),
+        "balance_loss": last["balance_loss"],
+        "max_vio_mean": round(last["max_vio_mean"], 4),
+        "tokens_per_s": round(sum(m["tokens_per_s"] for m in tail) / len(tail), 1),
+        "tflops_per_device": round(sum(m["tflops"] for m in tail) / len(tail), 4),
+        "mfu": round(sum(m["mfu"] for m in tail) / len(tail), 5),
+        "peak_mem_gib": round(max(m["peak_mem_gib"] for m in metrics), 3),
+        **({"params_total": start["params_total"], "params_active": int(start["params_active"])} if start else {}),
+    }
+
+
+def report_run(workdir: str, figures: dict[str, Any]) -> None:
+    """Loss curve (PNG in WORKDIR/checkpoints and inline in the artifact) and a table of final figures."""
+    metrics = read_metrics(workdir)
+    png = loss_curve_png(metrics)
+    (Path(workdir) / "checkpoints" / "loss_curve.png").write_bytes(png)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in figures.items())
+    md = (
+        "# Training\n\n"
+        f"![loss curve](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
+        f"| figure | value |\n|---|---|\n{rows}\n"
+    )
+    markdown_artifact("train-report", md, description="loss curve and final figures")
+
+
+@task(name="train", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_unless_deterministic)
+def train_model(
+    model: dict[str, Any], train: dict[str, Any], input_keys: list[str], workdir: str, nproc: int = 1
+) -> dict[str, Any]:
+    """Launch the trainer and stream it; returns the final figures. Resumes from the newest checkpoint."""
+    log = logger()
+    ckpt = Path(workdir) / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    config_path = ckpt / RUN_CONFIG
+    key = resume_key(model, train, input_keys)
+    atomic_write_json(config_path, {"model": model, "train": train, "workdir": str(workdir), "resume_key": key})
+    cmd = trainer_command(config_path, workdir, nproc)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{WATCH_PID_ENV: str(os.getpid())})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    view = _View(int(train.get("steps", 1)))
+    start: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        if line.startswith('{"event": "start"'):
+            start.update(json.loads(line))
+        view(line)
+
+    log.info("train: %s", " ".join(cmd))
+    hang_s = float(train.get("hang_timeout_s") or 0) or None
+    try:
+        code = run_streaming(cmd, env=env, cwd=str(REPO), on_line=on_line, hang_timeout_s=hang_s)
+    except HangError:
+        log.error("train: HUNG — no step for %.0f s after step %s; trainer killed", hang_s, view.hang_step)
+        raise
+    if code != 0:
+        reason = view.error or f"trainer exited with code {code} (see the log above)"
+        if code in (2, 3):  # bad config / non-finite loss: the same again on a retry
+            raise TrainerError(reason)
+        raise RuntimeError(reason)
+    metrics = read_metrics(workdir)
+    figures = final_figures(metrics, start or None)
+    view.progress.finish()
+    if view.last:
+        view.tables(view.last)
+    report_run(workdir, figures)
+    return figures

@@ -1,0 +1,51 @@
+"""The Prefect train stage: the flow end to end on the tiny model, skipping when current, and a hung
+trainer killed and reported as such (not as slow)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from crawl2score.config import Config
+from crawl2score.workdir import write_marker
+from model.train import STALL_ENV
+from tasks._prefect import HangError
+from tests.train.conftest import tiny_config
+
+
+def _config(tmp_path, tokens_dir, **train) -> Config:
+    workdir = tmp_path / "work"
+    shutil.copytree(tokens_dir, workdir / "tokens")
+    write_marker(workdir, "tokens", "tok-key-1", {})
+    raw = tiny_config(tokens_dir, **train)
+    raw["train"].pop("tokens_dir")
+    return Config.model_validate({"workdir": str(workdir), **raw})
+
+
+def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir):
+    from flows.train import train_flow
+
+    cfg = _config(tmp_path, tokens_dir, steps=4, checkpoint_every=2)
+    result = train_flow(config=cfg, nproc=1)
+    assert not result["skipped"]
+    figures = result["figures"]
+    assert figures["steps"] == 4 and figures["ce_loss"] > 0 and figures["tokens_per_s"] > 0
+    ckpt = tmp_path / "work/checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step-4"
+    assert (ckpt / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert train_flow(config=cfg, nproc=1)["skipped"]
+
+
+def test_hung_trainer_is_killed_and_reported(tmp_path, tokens_dir, monkeypatch):
+    from tasks.train import train_model
+
+    cfg = _config(tmp_path, tokens_dir, steps=50, hang_timeout_s=20.0)
+    monkeypatch.setenv(STALL_ENV, "2")
+    t0 = time.monotonic()
+    with pytest.raises(HangError, match="hung"):
+        train_model.fn(cfg.section_dict("model"), cfg.section_dict("train"), ["k"], cfg.workdir, nproc=1)
+    assert time.monotonic() - t0 < 120
+    # the trainer stalled after step 2: nothing past it was logged
+    assert not (tmp_path / "work/checkpoints/step-50").exists()
