@@ -147,3 +147,36 @@ def load_config(
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc, overridden)) from None
+
+
+def config_keys_markdown() -> str:
+    """Every key of every section with its default and description: the reference in docs/configuration.md."""
+    import dataclasses
+
+    from pydantic import TypeAdapter
+
+    rows = ["| key | default | description |", "|---|---|---|"]
+
+    def walk(prefix: str, cls: Any) -> None:
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            for name, field in cls.model_fields.items():
+                ann = field.annotation
+                if isinstance(ann, type) and (issubclass(ann, BaseModel) or dataclasses.is_dataclass(ann)):
+                    walk(f"{prefix}{name}.", ann)
+                    continue
+                default = field.get_default(call_default_factory=True)
+                rows.append(f"| `{prefix}{name}` | `{default!r}` | {field.description or ''} |")
+        elif dataclasses.is_dataclass(cls):
+            schema = TypeAdapter(cls).json_schema().get("properties", {})
+            for f in dataclasses.fields(cls):
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                else:
+                    default = None
+                desc = schema.get(f.name, {}).get("description", "")
+                rows.append(f"| `{prefix}{f.name}` | `{default!r}` | {desc} |")
+
+    walk("", Config)
+    return "\n".join(rows)

@@ -58,7 +58,9 @@ def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foregro
         print(f"a Prefect server already answers at {api_url}")
         return 0
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=not foreground)
+    # In the background the server must not hold our stdout open: it logs to PREFECT_HOME/server.log.
+    log = None if foreground else open(Path(home) / "server.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, start_new_session=not foreground, stdout=log, stderr=log)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--background", action="store_true", help="return once the server answers")
     s.set_defaults(func=cmd_server)
 
+    c = subparsers.add_parser("config", help="print the resolved config (YAML), or the table of every key")
+    add_common_args(c)
+    c.add_argument("--keys", action="store_true", help="print a markdown table of every key, default and help")
+    c.set_defaults(func=cmd_config)
+
     d = subparsers.add_parser("deploy", help="create the work pools and deploy the flows to a Prefect server")
     add_common_args(d)
     d.add_argument("--source", default=None, help="where workers pull the code from (default: this checkout)")
@@ -66,6 +71,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = pipeline(config=cfg, force=force or [], stages=stages)
     print(json.dumps(result, indent=2, default=str))
     print(f"report: {Path(cfg.workdir).resolve() / 'report.md'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from crawl2score.config import config_keys_markdown
+
+    cfg = config_from_args(args)
+    if args.keys:
+        print(config_keys_markdown())
+    else:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 

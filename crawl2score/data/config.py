@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -12,19 +13,42 @@ class _Section(BaseModel):
 
 
 class ExecutorConfig(_Section):
-    """Where datatrove runs its steps. Local by default; Slurm and Ray for clusters."""
+    """Where datatrove runs its steps. Local by default; Slurm and Ray for clusters.
+
+    * local: `LocalPipelineExecutor`; `workers` processes (forkserver) run `tasks` shards; workers=1 runs
+      in-process (what tests and Prefect workers without a `__main__` guard need).
+    * slurm: `SlurmPipelineExecutor`, one job array per stage chained with `depends`; the stage submits and
+      then waits for completion markers. `partition` is required; `time` is `[D-]HH:MM:SS`.
+    * ray: `RayPipelineExecutor` on `ray_address` (an existing cluster, "auto") or a local Ray started
+      here; needs `pip install 'crawl2score[ray]'` and a logging dir every worker can see.
+    """
 
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = Field(2, ge=1, description="datatrove tasks (input shards) per pipeline stage")
     workers: int = Field(2, ge=1, description="processes running tasks at once (local executor)")
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     # Slurm: validated here so a bad value fails before a job is queued.
     partition: str | None = None
     time: str = "24:00:00"
+    qos: str = "normal"
     cpus_per_task: int = Field(1, ge=1)
     mem_per_cpu_gb: int = Field(2, ge=1)
     sbatch_args: dict[str, str] = Field(default_factory=dict)
+    venv_path: str | None = Field(None, description="slurm: venv activated in each job (default: none)")
+    poll_s: float = Field(30.0, gt=0, description="slurm: seconds between completion checks")
     # Ray: address of an existing cluster ("auto"), or None for a local one.
     ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> ExecutorConfig:
+        if self.kind == "slurm":
+            if not self.partition:
+                raise ValueError("executor.partition is required when executor.kind is 'slurm'")
+            if not re.fullmatch(r"(\d+-)?\d{1,3}:\d{2}:\d{2}", self.time):
+                raise ValueError(f"executor.time {self.time!r} is not [D-]HH:MM:SS")
+        if self.kind == "ray" and self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError("executor.ray_address must be 'auto', an address, or null")
+        return self
 
 
 class DataConfig(_Section):
@@ -36,14 +60,27 @@ class DataConfig(_Section):
     )
     cc_base_url: str = "https://data.commoncrawl.org"
     max_files: int | None = Field(None, ge=1)
-    max_documents: int | None = Field(None, ge=1)
+    max_documents: int | None = Field(None, ge=1, description="HTML records read, split evenly over tasks")
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
     language_threshold: float = Field(0.65, ge=0.0, le=1.0)
     max_record_bytes: int = Field(2_000_000, ge=1024, description="larger WARC records are skipped and counted")
+    extract_timeout_s: float = Field(1.0, gt=0, description="trafilatura time per page before it is dropped")
+    keep_removed: bool = Field(True, description="write what each filter removed under data/removed/<step>/")
     minhash_ngram: int = Field(5, ge=1)
     minhash_buckets: int = Field(14, ge=1)
     minhash_hashes_per_bucket: int = Field(8, ge=1)
-    minhash_tokenizer: Literal["whitespace", "spacy"] = "whitespace"
+    minhash_tokenizer: Literal["whitespace", "spacy"] = Field(
+        "whitespace", description="whitespace: split on spaces, one token per CJK character (7x faster than spacy)"
+    )
     sample_pages: int = Field(2400, ge=100, description="pages in the generated sample corpus")
     sample_seed: int = 0
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @model_validator(mode="after")
+    def _check_languages(self) -> DataConfig:
+        unknown = sorted(set(self.languages) - {"en", "zh"})
+        if unknown:
+            raise ValueError(f"languages {unknown} have no filter settings (supported: en, zh)")
+        if not self.languages:
+            raise ValueError("languages must name at least one of en, zh")
+        return self

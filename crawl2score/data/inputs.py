@@ -1,0 +1,148 @@
+"""Resolve the data stage's inputs: local files and globs, fsspec URLs, or Common Crawl crawl ids.
+
+A crawl id (`CC-MAIN-2024-10`) expands through `<cc_base_url>/crawl-data/<id>/warc.paths.gz`, the list
+Common Crawl publishes for every crawl; each line is a path relative to the base URL. Nothing is
+downloaded here beyond that list: the reader streams each WARC when it runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import re
+from pathlib import Path
+
+from crawl2score.data.config import DataConfig
+from crawl2score.workdir import stable_hash
+
+CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
+WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.zst", ".arc.gz")
+
+
+class InputError(ValueError):
+    """An input that cannot be used (missing path, unknown crawl id); one line, shown by the CLI as is."""
+
+
+def _is_url(item: str) -> bool:
+    return "://" in item and not item.startswith("file://")
+
+
+def _has_magic(item: str) -> bool:
+    return any(c in item for c in "*?[")
+
+
+def crawl_paths(crawl_id: str, base_url: str) -> list[str]:
+    """The WARC URLs of a Common Crawl crawl, from its `warc.paths.gz`."""
+    import fsspec
+
+    base = base_url.rstrip("/")
+    url = f"{base}/crawl-data/{crawl_id}/warc.paths.gz"
+    try:
+        with fsspec.open(url, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InputError(f"unknown Common Crawl id {crawl_id}: {url} not found") from None
+    except Exception as exc:  # aiohttp raises ClientResponseError for 403/5xx; keep the message to one line
+        status = getattr(exc, "status", None) or getattr(exc, "code", None)
+        detail = (
+            f"HTTP {status}" if status else f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+        raise InputError(f"cannot read the path list of {crawl_id} at {url} ({detail})") from None
+    try:
+        text = gzip.decompress(raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError):
+        raise InputError(f"{url} is not a gzipped list of paths") from None
+    return [f"{base}/{line.strip().lstrip('/')}" for line in text.splitlines() if line.strip()]
+
+
+def _remote_paths(item: str) -> list[str]:
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(item)
+    try:
+        if _has_magic(item):
+            found = sorted(fs.glob(item))
+            protocol = item.split("://", 1)[0]
+            return [p if "://" in p else f"{protocol}://{p}" for p in found]
+        if not fs.exists(item):
+            raise InputError(f"input not found: {item}")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot reach {item} ({exc.__class__.__name__})") from None
+    return [item]
+
+
+def _local_paths(item: str) -> list[str]:
+    item = item.removeprefix("file://")
+    if _has_magic(item):
+        return sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+    path = Path(item)
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith(WARC_SUFFIXES))
+    if path.is_file():
+        return [str(path)]
+    raise InputError(f"input not found: {item}")
+
+
+def resolve_inputs(cfg: DataConfig) -> list[str]:
+    """Every input expanded to file paths/URLs, in order, deduplicated, cut to `max_files`.
+
+    Raises InputError (one line) for a missing path, an unknown crawl id or an input matching nothing.
+    """
+    paths: list[str] = []
+    for item in cfg.input:
+        if CRAWL_ID.match(item):
+            found = crawl_paths(item, cfg.cc_base_url)
+        elif _is_url(item):
+            found = _remote_paths(item)
+        else:
+            found = _local_paths(item)
+        if not found:
+            raise InputError(f"input matches no files: {item}")
+        paths.extend(found)
+        if cfg.max_files is not None and len(paths) >= cfg.max_files:
+            break
+    paths = list(dict.fromkeys(paths))
+    return paths[: cfg.max_files] if cfg.max_files is not None else paths
+
+
+def sample_dir(workdir: str | os.PathLike[str]) -> Path:
+    return Path(workdir) / "data" / "sample"
+
+
+def ensure_input(cfg: DataConfig, workdir: str | os.PathLike[str]) -> list[str]:
+    """The stage's input files: `cfg.input` resolved, or the embedded sample (generated once under
+    WORKDIR/data/sample/ for the configured pages and seed) when no input is configured."""
+    if cfg.input:
+        return resolve_inputs(cfg)
+    from crawl2score.data.sample import MANIFEST_NAME, SAMPLE_NAME, load_manifest, write_sample
+
+    out = sample_dir(workdir)
+    try:
+        manifest = load_manifest(out / MANIFEST_NAME)
+        current = manifest["pages"] == cfg.sample_pages and manifest["seed"] == cfg.sample_seed
+    except (OSError, ValueError, KeyError):
+        current = False
+    if not current or not (out / SAMPLE_NAME).is_file():
+        write_sample(out, pages=cfg.sample_pages, seed=cfg.sample_seed)
+    return [str(out / SAMPLE_NAME)]
+
+
+def input_fingerprint(cfg: DataConfig, paths: list[str] | None = None) -> str:
+    """A key for the inputs: local files by path, size and mtime; remote ones and crawl ids by name.
+
+    The sample is keyed by the config alone (`sample_pages`, `sample_seed` are in the stage key already).
+    Remote files are not stat'ed: a crawl's files never change once published.
+    """
+    if not cfg.input:
+        return stable_hash({"sample": [cfg.sample_pages, cfg.sample_seed]})
+    items = []
+    for p in paths if paths is not None else resolve_inputs(cfg):
+        if _is_url(p):
+            items.append(p)
+        else:
+            st = os.stat(p)
+            items.append([os.path.abspath(p), st.st_size, int(st.st_mtime)])
+    return stable_hash(items)

