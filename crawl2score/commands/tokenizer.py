@@ -1,0 +1,71 @@
+"""`tokenizer` (train the byte-level BPE) and `tokenize` (encode the corpus into training shards)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from crawl2score.commands import CLIError, add_common_args, config_from_args, prepare_prefect
+from crawl2score.config import Config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for name, func, help_text in (
+        ("tokenizer", cmd_tokenizer, "train the byte-level BPE (tokenizer.vocab_size entries) into WORKDIR/tokenizer"),
+        ("tokenize", cmd_tokenize, "encode the corpus into uint32 shards + manifest in WORKDIR/tokens"),
+    ):
+        p = subparsers.add_parser(name, help=help_text)
+        add_common_args(p)
+        p.add_argument(
+            "--input",
+            default=None,
+            metavar="DIR_OR_GLOB",
+            help="corpus: datatrove JSONL(.gz)/Parquet or .txt files; default tokenizer.input, else WORKDIR/data/output",
+        )
+        p.add_argument("--force", action="store_true", help="redo the stage even if its output is current")
+        p.set_defaults(func=func)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.input:
+        # JSON is valid YAML and keeps globs ("*" starts a YAML alias) a plain string.
+        args.overrides = [*args.overrides, f"tokenizer.input={json.dumps(args.input)}"]
+    return config_from_args(args)
+
+
+def _check_inputs(cfg: Config, need_tokenizer: bool) -> None:
+    """Fail with one line before Prefect starts: no corpus, no completed data stage, no tokenizer."""
+    from crawl2score.tokenizer.corpus import CorpusError, find_input_files
+    from crawl2score.workdir import read_marker
+
+    spec = cfg.tokenizer.input or str(Path(cfg.workdir) / "data" / "output")
+    try:
+        find_input_files(spec)
+    except CorpusError as exc:
+        hint = "" if cfg.tokenizer.input else " (run `crawl2score data` first, or pass --input)"
+        raise CLIError(f"{exc}{hint}") from None
+    if not cfg.tokenizer.input and read_marker(cfg.workdir, "data") is None:
+        raise CLIError(f"{cfg.workdir}/data: the data stage has not completed (run `crawl2score data`)")
+    if need_tokenizer and read_marker(cfg.workdir, "tokenizer") is None:
+        raise CLIError(f"{cfg.workdir}/tokenizer: no trained tokenizer (run `crawl2score tokenizer` first)")
+
+
+def _run(args: argparse.Namespace, flow_name: str) -> int:
+    cfg = _config(args)
+    _check_inputs(cfg, need_tokenizer=flow_name == "tokenize_flow")
+    prepare_prefect(cfg)
+    import flows.tokenizer as module
+
+    result: dict[str, Any] = getattr(module, flow_name)(config=cfg, force=args.force)
+    print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    return _run(args, "tokenizer_flow")
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    return _run(args, "tokenize_flow")

@@ -1,0 +1,111 @@
+"""The tokenizer and tokens flows under Prefect, their tasks alone, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crawl2score.config import Config
+from crawl2score.tokenizer.config import TokenizerConfig
+from crawl2score.workdir import read_marker, write_marker
+from model.shards import TokenShards
+
+FLOW_VOCAB = 1024
+
+
+def _config(workdir: Path, **tok) -> Config:
+    # A byte budget keeps each training run to a second or two; tokenization still reads the whole corpus.
+    section = {"vocab_size": FLOW_VOCAB, "baseline": False, "shard_tokens": 100_000, "byte_budget": 300_000, **tok}
+    return Config(workdir=str(workdir), tokenizer=TokenizerConfig(**section))
+
+
+def _fake_data_stage(workdir: Path, small_corpus: list[Path]) -> None:
+    out = workdir / "data" / "output"
+    out.mkdir(parents=True)
+    for f in small_corpus:
+        (out / f.name).write_bytes(f.read_bytes())
+    write_marker(workdir, "data", "datakey0", {})
+
+
+def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_harness) -> None:
+    from flows.tokenizer import tokenize_flow, tokenizer_flow
+
+    _fake_data_stage(tmp_path, small_corpus)
+    cfg = _config(tmp_path)
+    first = tokenizer_flow(cfg)
+    assert not first["skipped"] and first["figures"]["vocab_size"] == FLOW_VOCAB
+    tokens = tokenize_flow(cfg)
+    assert not tokens["skipped"] and tokens["figures"]["num_shards"] >= 1
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    assert manifest["tokenizer_hash"] == first["figures"]["tokenizer_hash"]
+    assert TokenShards(tmp_path / "tokens").num_tokens == manifest["num_tokens"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"tokenizer", "tokens"} <= set(report)
+
+    assert tokenizer_flow(cfg)["skipped"] and tokenize_flow(cfg)["skipped"]
+    # New data → both stages redo; force redoes one.
+    write_marker(tmp_path, "data", "datakey1", {})
+    assert not tokenizer_flow(cfg)["skipped"]
+    assert not tokenize_flow(cfg)["skipped"]
+    assert not tokenize_flow(cfg, force=True)["skipped"]
+    assert read_marker(tmp_path, "tokens")["key"] == tokenize_flow(cfg)["key"]
+
+
+def test_explicit_input_keys_and_user_input(tmp_path: Path, small_corpus, prefect_harness) -> None:
+    from flows.tokenizer import tokenizer_flow
+
+    cfg = _config(tmp_path, input=str(small_corpus[0].parent))
+    result = tokenizer_flow(cfg, input_keys=["custom"])
+    assert not result["skipped"]
+    assert tokenizer_flow(cfg, input_keys=["custom"])["skipped"]
+    assert not tokenizer_flow(cfg)["skipped"]  # keyed on the files' fingerprint instead
+
+
+def test_tasks_run_alone(tmp_path: Path, small_corpus) -> None:
+    from tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
+
+    section = _config(tmp_path, input=str(small_corpus[0].parent)).section_dict("tokenizer")
+    files = resolve_tokenizer_inputs.fn(section, str(tmp_path))
+    assert files == [str(p) for p in small_corpus]
+    figures = train_tokenizer_task.fn(section, ["k"], str(tmp_path), files)
+    assert figures["vocab_size"] == FLOW_VOCAB
+    tokens = tokenize_corpus.fn(section, ["k", "t"], str(tmp_path), files)
+    assert tokens["num_tokens"] == TokenShards(tmp_path / "tokens").num_tokens
+
+
+def test_cli_fails_in_one_line_without_inputs(tmp_path: Path, capsys) -> None:
+    from crawl2score.cli import main
+
+    assert main(["tokenizer", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "crawl2score data" in err
+    assert main(["tokenize", "--workdir", str(tmp_path), "--input", str(tmp_path / "*.jsonl")]) == 2
+    assert "no .jsonl" in capsys.readouterr().err
+
+
+def test_cli_parses_both_subcommands() -> None:
+    from crawl2score.cli import build_parser
+
+    parser = build_parser()
+    for name in ("tokenizer", "tokenize"):
+        args = parser.parse_args(
+            [name, "--input", "corpus/*.jsonl.gz", "--force", "--set", "tokenizer.vocab_size=4096"]
+        )
+        assert args.input == "corpus/*.jsonl.gz" and args.force and args.overrides == ["tokenizer.vocab_size=4096"]
+
+
+@pytest.mark.parametrize("cmd", ["tokenizer", "tokenize"])
+def test_cli_runs_the_stage(tmp_path: Path, small_corpus, prefect_harness, capsys, cmd) -> None:
+    from crawl2score.cli import main
+
+    common = ["--workdir", str(tmp_path), "--input", str(small_corpus[0].parent / "*.jsonl.gz")]
+    sets = ["--set", f"tokenizer.vocab_size={FLOW_VOCAB}", "--set", "tokenizer.baseline=false"]
+    sets += ["--set", "tokenizer.byte_budget=300000"]
+    if cmd == "tokenize":
+        assert main(["tokenizer", *common, *sets]) == 0
+        capsys.readouterr()
+    assert main([cmd, *common, *sets]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stage"] == ("tokenizer" if cmd == "tokenizer" else "tokens") and not out["skipped"]
