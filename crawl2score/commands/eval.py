@@ -1,0 +1,125 @@
+"""`eval` (the evaluation stage, or lm-eval's own command line after `--`) and `score` (any model's outputs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from crawl2score.commands import CLIError, add_common_args, config_from_args, prepare_prefect
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate checkpoints with lm-eval (AIME 2024, MATH-500, CNMO 2024); `-- ARGS` runs lm-eval's CLI",
+        description=(
+            "Evaluate the newest checkpoint (or --checkpoint ...) and write WORKDIR/eval/results.json. "
+            "Everything after `--` is handed to lm-eval's own command line with the `crawl2score` model "
+            "registered and eval/tasks on the include path, e.g. "
+            "`crawl2score eval -- --model crawl2score --model_args checkpoint=work/checkpoints "
+            "--tasks c2s_math500_base --limit 5`."
+        ),
+    )
+    add_common_args(e)
+    e.add_argument("--tasks", default=None, help="comma-separated benchmarks: aime24, aime25, math500, cnmo24")
+    e.add_argument(
+        "--protocol", choices=["chat", "base"], default=None, help="chat: zero-shot sampled; base: few-shot greedy"
+    )
+    e.add_argument("--limit", type=int, default=None, help="problems per task")
+    e.add_argument("--checkpoint", action="append", default=None, help="checkpoint dir (repeatable); default newest")
+    e.add_argument("--max-new-tokens", type=int, default=None, dest="max_new_tokens")
+    e.add_argument("--num-samples", type=int, default=None, dest="num_samples", help="samples per problem (chat)")
+    e.add_argument("--force", action="store_true", help="redo the stage even if its output is current")
+    e.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="after `--`: lm-eval's own arguments")
+    e.set_defaults(func=cmd_eval)
+
+    s = subparsers.add_parser(
+        "score",
+        help="score a JSONL of model outputs ({id, output} per line) against a benchmark's gold answers",
+    )
+    s.add_argument("--task", required=True, help="aime24, aime25, math500 or cnmo24")
+    s.add_argument("--predictions", required=True, help="JSONL: {'id': ..., 'output': ...}, one or more per problem")
+    s.add_argument("--details", default=None, help="write per-problem records (answers, verdicts) to this JSONL")
+    s.add_argument("--benchmarks-dir", default=None, help="default $CRAWL2SCORE_BENCHMARKS_DIR or ../shared/...")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds per checked sample")
+    s.set_defaults(func=cmd_score)
+
+
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    if args.tasks:
+        out.append(f"eval.tasks={json.dumps([t.strip() for t in args.tasks.split(',') if t.strip()])}")
+    for key in ("protocol", "limit", "max_new_tokens", "num_samples"):
+        value = getattr(args, key)
+        if value is not None:
+            out.append(f"eval.{key}={value}")
+    if args.checkpoint:
+        out.append(f"eval.checkpoints={json.dumps(args.checkpoint)}")
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    extra = list(args.lm_eval_args or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    if extra:
+        from eval.cli import run_lm_eval_cli
+
+        return run_lm_eval_cli(extra)
+    args.overrides = [*args.overrides, *_eval_overrides(args)]
+    cfg = config_from_args(args)
+    try:
+        from eval.benchmarks import short_name
+
+        for t in cfg.eval.tasks:
+            short_name(t)
+    except KeyError as exc:
+        raise CLIError(f"--tasks: {exc.args[0]}") from None
+    prepare_prefect(cfg)
+    from flows.eval import eval_flow
+
+    result = eval_flow(config=cfg, force=args.force)
+    print(json.dumps(result, indent=2, default=str))
+    print(f"results: {Path(cfg.workdir).resolve() / 'eval' / 'results.json'}")
+    return 0
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise CLIError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise CLIError(f"{path}: {exc.strerror or exc}") from None
+    return rows
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from eval.benchmarks import short_name
+    from eval.scoring import score_predictions
+
+    try:
+        short_name(args.task)
+    except KeyError as exc:
+        raise CLIError(f"--task: {exc.args[0]}") from None
+    rows = _read_jsonl(args.predictions)
+    try:
+        summary, records = score_predictions(
+            args.task, rows, benchmarks_dir=args.benchmarks_dir, timeout_s=args.timeout
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(f"{args.predictions}: {exc}") from None
+    if args.details:
+        from crawl2score.workdir import atomic_write_text
+
+        atomic_write_text(args.details, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records))
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,99 @@
+"""The eval stage flow: WORKDIR/checkpoints/ → WORKDIR/eval/ (results.json, per-task sample files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from crawl2score.config import Config
+from crawl2score.workdir import file_hash, read_marker, stage_dir
+from flows._stage import run_stage
+from tasks.eval import contamination_task, evaluate_checkpoint_task, write_results
+
+
+def _checkpoints(config: Config) -> list[str]:
+    if config.eval.checkpoints:
+        return list(config.eval.checkpoints)
+    return [str(Path(config.workdir) / "checkpoints")]  # the newest, through `latest`
+
+
+def _input_keys(config: Config, checkpoints: list[str]) -> list[str]:
+    """The train and tokenizer stage keys; explicit checkpoints add their weights' hashes."""
+    from model.checkpoint import resolve_checkpoint
+
+    keys = []
+    for stage in ("tokenizer", "train"):
+        marker = read_marker(config.workdir, stage)
+        keys.append(marker["key"] if marker else f"no-{stage}-marker")
+    for ckpt in checkpoints:
+        step = resolve_checkpoint(ckpt)
+        keys.append(f"{step.name}:{file_hash(step / 'model.safetensors')}")
+    return keys
+
+
+def _figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The newest checkpoint's headline figures, for the marker and report.md."""
+    newest = results["checkpoints"][-1]
+    figs: dict[str, Any] = {
+        "checkpoint_step": newest["checkpoint"]["step"],
+        "protocol": results["settings"]["protocol"],
+    }
+    for name, r in newest["results"].items():
+        if name.startswith("_"):
+            continue
+        figs[name] = {k: r[k] for k in ("accuracy", "problems", "samples", "no_answer_rate", "hit_limit_rate")}
+        figs[name]["ci95_low"], figs[name]["ci95_high"] = r["ci95"]
+    for name, c in (results.get("contamination") or {}).get("benchmarks", {}).items():
+        figs.setdefault(name, {})["contaminated_share"] = c["share"]
+    return figs
+
+
+@flow(name="eval")
+def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
+    """Evaluate the newest checkpoint (or `eval.checkpoints`) unless WORKDIR/eval is current."""
+    from eval.benchmarks import benchmarks_dir
+    from eval.lineage import run_lineage
+
+    checkpoints = _checkpoints(config)
+    input_keys = _input_keys(config, checkpoints)
+    section = config.section_dict("eval")
+    out = stage_dir(config.workdir, "eval")
+    tokenizer = Path(config.workdir) / "tokenizer"
+
+    def body(key: str) -> dict[str, Any]:
+        runs = []
+        for ckpt in checkpoints:
+            from model.checkpoint import resolve_checkpoint
+
+            step = resolve_checkpoint(ckpt)
+            runs.append(evaluate_checkpoint_task(section, str(step), str(tokenizer), str(out / step.name)))
+        contamination = None
+        if config.eval.contamination:
+            contamination = contamination_task(
+                str(Path(config.workdir) / "data" / "output"),
+                config.eval.tasks,
+                str(benchmarks_dir(config.eval.benchmarks_dir)),
+                config.eval.contamination_ngram,
+            )
+        results = {
+            "stage_key": key,
+            "settings": section,
+            "seeds": {
+                "lm_eval": config.eval.seed,
+                "sampling": f"sha256(seed, copy index, context) from {config.eval.seed}",
+            },
+            "benchmarks_dir": str(benchmarks_dir(config.eval.benchmarks_dir)),
+            "lineage": run_lineage(config.workdir, tokenizer, config.section_dict("data")),
+            "checkpoints": runs,
+            "contamination": contamination,
+        }
+        write_results(str(out), results)
+        return _figures(results)
+
+    return run_stage("eval", config, "eval", input_keys, body, force=force)
+
+
+if __name__ == "__main__":
+    eval_flow(Config())

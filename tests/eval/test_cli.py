@@ -1,0 +1,63 @@
+"""`crawl2score eval -- ARGS` runs lm-eval's own command line with the crawl2score model registered."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+
+def _parser():
+    from crawl2score.commands import eval as eval_cmd
+
+    parser = argparse.ArgumentParser()
+    eval_cmd.register(parser.add_subparsers())
+    return parser
+
+
+def test_eval_options_become_config_overrides():
+    from crawl2score.commands.eval import _eval_overrides
+
+    args = _parser().parse_args(
+        [
+            "eval",
+            "--tasks",
+            "aime24,math500",
+            "--limit",
+            "3",
+            "--protocol",
+            "chat",
+            "--max-new-tokens",
+            "64",
+            "--checkpoint",
+            "a",
+            "--checkpoint",
+            "b",
+        ]
+    )
+    over = _eval_overrides(args)
+    from crawl2score.config import load_config
+
+    cfg = load_config("tiny", over)
+    assert cfg.eval.tasks == ["aime24", "math500"] and cfg.eval.limit == 3 and cfg.eval.protocol == "chat"
+    assert cfg.eval.max_new_tokens == 64 and cfg.eval.checkpoints == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_passthrough(tiny_workdir, capsys):
+    args = _parser().parse_args(
+        [
+            "eval",
+            "--",
+            "--model",
+            "crawl2score",
+            "--model_args",
+            f"checkpoint={tiny_workdir / 'checkpoints'},max_new_tokens=2",
+            "--tasks",
+            "c2s_aime24_base",
+            "--limit",
+            "1",
+        ]
+    )
+    assert args.func(args) == 0
+    assert "c2s_aime24_base" in capsys.readouterr().out

@@ -1,0 +1,200 @@
+"""The checker against the benchmarks' own answers, the statistics, and fuzzed outputs (real math-verify)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eval.benchmarks import FILES, load_benchmark
+from eval.scoring import (
+    ProblemRecord,
+    check,
+    extract_answer,
+    last_boxed,
+    mean_ci95,
+    pass_at_k,
+    score_predictions,
+    summarize,
+)
+
+
+@pytest.fixture(scope="module")
+def bench_dir(shared_dir):
+    return str(shared_dir / "data" / "benchmarks")
+
+
+def _changed(answer: str) -> str:
+    """A different value: bump the first digit (9 -> 0), or a number no answer equals if there is none."""
+    m = re.search(r"\d", answer)
+    if m is None:
+        return "2027\\sqrt{13}"
+    d = str((int(m.group()) + 1) % 10)
+    return answer[: m.start()] + d + answer[m.end() :]
+
+
+def test_math500_reference_solutions_are_correct(bench_dir):
+    docs = load_benchmark("math500", bench_dir)
+    summary, records = score_predictions(
+        "math500", [{"id": d["id"], "output": d["solution"]} for d in docs], benchmarks_dir=bench_dir
+    )
+    wrong = [r.id for r in records if not all(r.correct)]
+    assert wrong == [] and summary["accuracy"] == 1.0 and summary["problems"] == 500
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_boxed_gold_is_correct_and_changed_value_wrong(bench_dir, name):
+    docs = load_benchmark(name, bench_dir)
+    rows = [{"id": d["id"], "output": f"The answer is $\\boxed{{{d['answer']}}}$."} for d in docs]
+    summary, _ = score_predictions(name, rows, benchmarks_dir=bench_dir)
+    assert summary["accuracy"] == 1.0 and summary["samples"] == len(docs)
+    rows = [{"id": d["id"], "output": f"So $\\boxed{{{_changed(d['answer'])}}}$."} for d in docs]
+    summary, records = score_predictions(name, rows, benchmarks_dir=bench_dir)
+    assert summary["accuracy"] == 0.0, [(r.gold, r.answers) for r in records if any(r.correct)]
+    assert summary["no_answer_rate"] == 0.0
+
+
+def test_extraction():
+    assert last_boxed(r"a \boxed{1} b \boxed{\frac{1}{2}} c") == r"\frac{1}{2}"
+    assert last_boxed(r"\boxed{ unbalanced") is None
+    assert extract_answer("Final Answer: The final answer is $24$. I hope it is correct.") == "24"
+    assert extract_answer("no answer here") is None
+
+
+def test_check_in_a_worker_thread_uses_the_child_process():
+    out: dict = {}
+
+    def run():
+        out["ok"] = check(r"\frac{3}{4}", r"so \boxed{0.75}")
+        out["bad"] = check("204", r"\boxed{205}")
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(120)
+    assert out["ok"].correct and not out["bad"].correct and out["ok"].answer == "0.75"
+
+
+def test_pass_at_k_matches_brute_force():
+    from itertools import combinations
+
+    n, c = 6, 2
+    outcomes = [1] * c + [0] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(combinations(outcomes, k))
+        brute = sum(any(s) for s in subsets) / len(subsets)
+        assert pass_at_k(n, c, k) == pytest.approx(brute)
+    assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+
+
+def test_summary_statistics():
+    recs = [
+        ProblemRecord("a", "1", correct=[True, False, True, True], answers=["1", "2", "1", "1"], hit_limit=[False] * 4),
+        ProblemRecord(
+            "b", "2", correct=[False] * 4, answers=[None, None, "3", "4"], hit_limit=[True, True, False, False]
+        ),
+    ]
+    s = summarize(recs)
+    assert s["problems"] == 2 and s["samples"] == 8 and s["samples_per_problem"] == 4
+    assert s["accuracy"] == pytest.approx(0.375)
+    assert s["pass@1"] == pytest.approx(0.375) and s["pass@4"] == pytest.approx(0.5)
+    assert s["no_answer_rate"] == pytest.approx(2 / 8) and s["hit_limit_rate"] == pytest.approx(2 / 8)
+    lo, hi = s["ci95"]
+    assert 0.0 <= lo < 0.375 < hi <= 1.0
+    mean, lo, hi = mean_ci95([1.0] * 10)
+    assert (mean, lo, hi) == (1.0, 1.0, 1.0)
+
+
+def test_unknown_id_is_an_error(bench_dir):
+    with pytest.raises(ValueError, match="not in"):
+        score_predictions("aime24", [{"id": "nope", "output": "1"}], benchmarks_dir=bench_dir)
+
+
+latexish = st.lists(
+    st.sampled_from(
+        list("0123456789+-*/^_{}()[]=,.$ xyabc\\")
+        + ["\\boxed{", "\\frac", "\\sqrt", "\\infty", "\\cup", "\\pi", "^{", "\\left(", "\\right)"]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    output=st.one_of(latexish, st.text(max_size=200)),
+    gold=st.sampled_from(
+        ["204", r"\frac{3}{4}", r"(-\infty,-1)\cup(6,+\infty)", r"10^{2^n-n-1}", r"\left( 3, \frac{\pi}{2} \right)"]
+    ),
+)
+def test_fuzzed_outputs_never_raise_and_respect_the_timeout(output, gold):
+    start = time.monotonic()
+    v = check(gold, output, timeout_s=2.0)
+    assert isinstance(v.correct, bool)
+    assert time.monotonic() - start < 2.0 + 1.0
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        r"\boxed{" + "9^{" * 40 + "9" + "}" * 40 + "}",  # a power tower: sympy works for ages
+        r"\boxed{99999^{99999999}}",  # one big-integer power in C code, deaf to signals
+    ],
+)
+def test_pathological_output_times_out_cleanly(output):
+    check("1", "1")  # the child is up
+    start = time.monotonic()
+    v = check("1", output, timeout_s=1.0)
+    assert time.monotonic() - start < 3.0
+    assert v.correct is False
+    assert check("7", r"\boxed{7}").correct  # a fresh child after a kill
+
+
+def test_score_command_prints_json(tmp_path, bench_dir, capsys):
+    import argparse
+
+    from crawl2score.commands import eval as eval_cmd
+
+    parser = argparse.ArgumentParser()
+    eval_cmd.register(parser.add_subparsers())
+
+    def main(argv):
+        args = parser.parse_args(argv)
+        try:
+            return args.func(args)
+        except eval_cmd.CLIError:
+            return 2
+
+    docs = load_benchmark("math500", bench_dir)[:3]
+    preds = tmp_path / "p.jsonl"
+    rows = [
+        {"id": docs[0]["id"], "output": docs[0]["solution"]},
+        {"id": docs[0]["id"], "output": "I give up", "finish_reason": "length"},
+    ]
+    rows += [{"id": d["id"], "output": rf"\boxed{{{d['answer']}}}"} for d in docs[1:]]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    details = tmp_path / "d.jsonl"
+    code = main(
+        [
+            "score",
+            "--task",
+            "math500",
+            "--predictions",
+            str(preds),
+            "--details",
+            str(details),
+            "--benchmarks-dir",
+            bench_dir,
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "math500" and out["problems"] == 3 and out["samples"] == 4
+    assert out["accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert out["missing"] == 497 and out["hit_limit_rate"] == 1.0
+    lines = [json.loads(x) for x in details.read_text().splitlines()]
+    assert lines[0]["correct"] == [True, False] and lines[0]["outputs"][1] == "I give up"
+    assert main(["score", "--task", "gsm8k", "--predictions", str(preds)]) == 2
