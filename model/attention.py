@@ -43,8 +43,7 @@ class KVCache:
             torch.zeros(batch, max_len, args.kv_lora_rank, device=device, dtype=dtype) for _ in range(n_slots)
         ]
         self.pe_BSR = [
-            torch.zeros(batch, max_len, args.qk_rope_head_dim, device=device, dtype=dtype)
-            for _ in range(n_slots)
+            torch.zeros(batch, max_len, args.qk_rope_head_dim, device=device, dtype=dtype) for _ in range(n_slots)
         ]
         self.valid_BS = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.pos_offset_B = torch.zeros(batch, dtype=torch.long, device=device)
@@ -120,18 +119,14 @@ class MLA(nn.Module):
         end = start_pos + T
         cache.kv_BSC[slot][:, start_pos:end] = c_BTC
         cache.pe_BSR[slot][:, start_pos:end] = k_pe_BTR
-        return self._absorbed(
-            q_nope_BTHN, q_pe_BTHR, cache.kv_BSC[slot][:, :end], cache.pe_BSR[slot][:, :end], mask
-        )
+        return self._absorbed(q_nope_BTHN, q_pe_BTHR, cache.kv_BSC[slot][:, :end], cache.pe_BSR[slot][:, :end], mask)
 
     def _naive(self, q_nope_BTHN, q_pe_BTHR, c_BTC, k_pe_BTR, mask) -> torch.Tensor:
         B, T, H, _ = q_nope_BTHN.shape
         kv_BTHk = self.wkv_b(c_BTC).view(B, T, H, self.nope + self.v_dim)
         k_nope_BTHN, v_BTHV = kv_BTHk.split([self.nope, self.v_dim], dim=-1)
         q_BHTK = torch.cat([q_nope_BTHN, q_pe_BTHR], dim=-1).transpose(1, 2)
-        k_BHTK = torch.cat(
-            [k_nope_BTHN, k_pe_BTR[:, :, None, :].expand(B, T, H, self.rope)], dim=-1
-        ).transpose(1, 2)
+        k_BHTK = torch.cat([k_nope_BTHN, k_pe_BTR[:, :, None, :].expand(B, T, H, self.rope)], dim=-1).transpose(1, 2)
         v_BHTV = v_BTHV.transpose(1, 2)
         if mask is None:
             o_BHTV = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTV, is_causal=True, scale=self.scale)

@@ -244,11 +244,7 @@ def _special_token_ids(tok: Path) -> dict:
     """bos/eos/pad ids from tokenizer files, so generate() in transformers stops where ours does."""
     try:
         tj = json.loads((tok / "tokenizer.json").read_text())
-        tc = (
-            json.loads((tok / "tokenizer_config.json").read_text())
-            if (tok / "tokenizer_config.json").exists()
-            else {}
-        )
+        tc = json.loads((tok / "tokenizer_config.json").read_text()) if (tok / "tokenizer_config.json").exists() else {}
     except (OSError, json.JSONDecodeError):
         return {}
     ids = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}

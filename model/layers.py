@@ -42,9 +42,7 @@ def _yarn_correction_range(args: ModelArgs, dim: int) -> tuple[float, float]:
     return low, high
 
 
-def rope_cos_sin(
-    args: ModelArgs, device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(args: ModelArgs, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [max_seq_len, R/2]; YaRN interpolation (Peng et al. 2023) when extended."""
     dim = args.qk_rope_head_dim
     freqs = 1.0 / (args.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim))

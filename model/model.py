@@ -151,15 +151,11 @@ class Transformer(nn.Module):
         B, T = next_tokens_BT.shape
         cos, sin, mask = self._rope_and_mask(B, T, start_pos, cache, doc_ids_BT, pos_BT)
         slot = self.args.n_layers + depth - 1
-        out_BTD = self.mtp[depth - 1](
-            h_BTD, self.embed(next_tokens_BT), cos, sin, mask, cache, slot, start_pos
-        )
+        out_BTD = self.mtp[depth - 1](h_BTD, self.embed(next_tokens_BT), cos, sin, mask, cache, slot, start_pos)
         return self.head(out_BTD).float(), out_BTD
 
     # ---- training -------------------------------------------------------------------------------------
-    def _chunked_ce(
-        self, h_BTD: torch.Tensor, labels_BT: torch.Tensor, chunk: int
-    ) -> tuple[torch.Tensor, int]:
+    def _chunked_ce(self, h_BTD: torch.Tensor, labels_BT: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
         """Sum of CE over labelled tokens, `chunk` tokens at a time; logits recomputed in backward."""
         h_ND = h_BTD.reshape(-1, h_BTD.shape[-1])
         labels_N = labels_BT.reshape(-1)

@@ -47,7 +47,6 @@ def prepare_prefect(cfg: Config) -> None:
     from pathlib import Path
 
     from crawl2score.runtime import configure_prefect_env
-
     from crawl2score.server import running_server_url
 
     home = cfg.prefect.home or str(Path.cwd() / ".prefect")

@@ -10,8 +10,22 @@ from crawl2score.cli import build_parser, main
 
 def test_help_lists_every_stage_command() -> None:
     text = build_parser().format_help()
-    for command in ("run", "data", "sample-data", "server", "tokenizer", "tokenize", "train", "eval", "score",
-                    "model-info", "export-hf", "import-hf", "deploy", "worker"):
+    for command in (
+        "run",
+        "data",
+        "sample-data",
+        "server",
+        "tokenizer",
+        "tokenize",
+        "train",
+        "eval",
+        "score",
+        "model-info",
+        "export-hf",
+        "import-hf",
+        "deploy",
+        "worker",
+    ):
         assert command in text, command
 
 

@@ -27,8 +27,17 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    cmd = [sys.executable, "-m", "crawl2score", "server", "--background", "--port", str(port),
-           "--set", f"prefect.home={home}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "crawl2score",
+        "server",
+        "--background",
+        "--port",
+        str(port),
+        "--set",
+        f"prefect.home={home}",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads((home / "server.json").read_text())

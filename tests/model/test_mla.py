@@ -29,10 +29,7 @@ def test_cache_equals_no_cache(tiny_model, tiny_args):
         parts.append(model(tokens[:, 12:], 12, cache))
     torch.testing.assert_close(torch.cat(parts, 1), ref, rtol=1e-4, atol=1e-4)
     # The cache is the latent and rope key only: kv_lora_rank + qk_rope_head_dim values per token.
-    assert (
-        cache.kv_BSC[0].shape[-1] + cache.pe_BSR[0].shape[-1]
-        == tiny_args.kv_lora_rank + tiny_args.qk_rope_head_dim
-    )
+    assert cache.kv_BSC[0].shape[-1] + cache.pe_BSR[0].shape[-1] == tiny_args.kv_lora_rank + tiny_args.qk_rope_head_dim
 
 
 def test_doc_mask_isolates_documents(tiny_model, tiny_args):
