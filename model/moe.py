@@ -9,7 +9,8 @@ step) moves it by γ·sign(mean load − load). The sequence-wise balance loss �
 complementary safeguard (V3 eq. 17-20).
 
 Legend: B batch, T sequence, N tokens (B·T), D model dim, E routed experts, K experts per token,
-G expert groups, F expert hidden width.
+G expert groups, F expert hidden width, M routed token copies (N·K, or padded to aligned blocks on CUDA),
+C padded-bmm capacity (the largest expert's token count), P padded-bmm slots (E·C).
 """
 
 from __future__ import annotations
@@ -107,7 +108,24 @@ class Router(nn.Module):
 
 
 class Experts(nn.Module):
-    """Routed experts as stacked SwiGLU weights (one row block per expert, nn.Linear layout [out, in])."""
+    """Routed experts as stacked SwiGLU weights (one row block per expert, nn.Linear layout [out, in]).
+
+    Three exact strategies (no token is dropped), chosen per call:
+    * CPU fast path with several intra-op threads, padded `bmm`: each expert's tokens fill one block of
+      C rows (C = the largest expert's token count), three `bmm` calls over [E, C, ·]; used while
+      E·C ≤ `cpu_bmm_max_pad`·M (bounds the wasted work and memory under skewed routing). On CPU
+      `_grouped_mm` is a loop of E small GEMMs, each its own multi-thread parallel region; on a shared
+      2-core machine every region waits for a descheduled thread, and the layer ran 2-6x slower than
+      with bmm. bmm pays for it in padded rows: single-threaded (no regions to wait on) it does ~20%
+      more work than grouped at C ≈ 1.23·M/E, so one thread keeps `_grouped_mm`.
+    * Fast path elsewhere (CUDA sm90+ bf16; CPU with one thread or past the padding bound):
+      `torch._grouped_mm` on the tokens sorted by expert, int32 offsets.
+    * Reference loop (`use_grouped_mm=False`, or no grouped GEMM for this device/dtype): one SwiGLU per
+      expert on its contiguous slice of the sorted tokens.
+    """
+
+    # Largest E·C / M (padded rows over real ones) at which the CPU fast path uses padded bmm.
+    cpu_bmm_max_pad = 1.5
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -117,41 +135,94 @@ class Experts(nn.Module):
         self.w3 = nn.Parameter(torch.empty(E, Fh, D))
         self.use_grouped_mm = args.use_grouped_mm
 
-    def forward(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        """x_ND: tokens sorted by expert; counts_E: how many rows each expert owns."""
-        if self.use_grouped_mm and grouped_mm_supported(x_ND.device, x_ND.dtype):
-            return self._grouped(x_ND, counts_E)
-        return self._loop(x_ND, counts_E)
+    def forward(
+        self,
+        x_ND: torch.Tensor,
+        idx_NK: torch.Tensor,
+        gate_NK: torch.Tensor,
+        counts_E: torch.Tensor,
+        base_ND: torch.Tensor,
+    ) -> torch.Tensor:
+        """base_ND + Σ_k gate_NK[:, k]·expert_{idx_NK[:, k]}(x_ND); base_ND may be updated in place.
 
-    def _grouped(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        N = x_ND.shape[0]
-        pad = x_ND.device.type == "cuda"
+        The gate multiplies the F-wide hidden row, not the D-wide output (w2 is linear, so the result is
+        the same), at F/D of the elementwise work forward and backward.
+        """
+        M = idx_NK.numel()
+        if self.use_grouped_mm and x_ND.device.type == "cpu" and M and torch.get_num_threads() > 1:
+            cap = int(counts_E.max())  # host read: free on CPU
+            if counts_E.shape[0] * cap <= self.cpu_bmm_max_pad * M:
+                return base_ND + self._padded_bmm(x_ND, idx_NK, gate_NK, counts_E, cap)
+        K = idx_NK.shape[1]
+        order_M = idx_NK.flatten().argsort(stable=True)
+        token_M = order_M // K
+        gate_M = gate_NK.flatten().index_select(0, order_M).to(x_ND.dtype)
+        # index_select, not x_ND[token_M]: its backward is index_add_, where advanced indexing's is an
+        # accumulating index_put_ (several times slower on CPU in the profile).
+        x_MD = x_ND.index_select(0, token_M)
+        if self.use_grouped_mm and grouped_mm_supported(x_ND.device, x_ND.dtype):
+            out_MD = self._grouped(x_MD, counts_E, gate_M)
+        else:
+            out_MD = self._loop(x_MD, counts_E, gate_M)
+        return base_ND.index_add_(0, token_M, out_MD)
+
+    def _padded_bmm(
+        self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gate_NK: torch.Tensor, counts_E: torch.Tensor, cap: int
+    ) -> torch.Tensor:
+        """Routed output [N, D] via [E, C, ·] bmm. Padding slots read an appended zero row of x and carry
+        gate 0, so they contribute exact zeros (forward and every gradient) and add into a dropped row."""
+        N, D = x_ND.shape
+        E, K = counts_E.shape[0], idx_NK.shape[1]
+        expert_M, order_M = idx_NK.flatten().sort(stable=True)
+        start_E = torch.cumsum(counts_E, 0) - counts_E
+        slot_M = expert_M * cap + torch.arange(expert_M.shape[0], device=x_ND.device) - start_E[expert_M]
+        token_P = torch.full((E * cap,), N, dtype=torch.long, device=x_ND.device).index_copy_(0, slot_M, order_M // K)
+        gate_P = gate_NK.new_zeros(E * cap).index_copy(0, slot_M, gate_NK.flatten().index_select(0, order_M))
+        x_ECD = torch.cat([x_ND, x_ND.new_zeros(1, D)]).index_select(0, token_P).view(E, cap, D)
+        h_ECF = F.silu(torch.bmm(x_ECD, self.w1.mT)) * torch.bmm(x_ECD, self.w3.mT)
+        h_ECF = h_ECF * gate_P.view(E, cap, 1).to(h_ECF.dtype)
+        out_PD = torch.bmm(h_ECF, self.w2.mT).view(E * cap, D)
+        return x_ND.new_zeros(N + 1, D).index_add_(0, token_P, out_PD)[:N]
+
+    def _grouped(self, x_MD: torch.Tensor, counts_E: torch.Tensor, gate_M: torch.Tensor) -> torch.Tensor:
+        M = x_MD.shape[0]
+        pad = x_MD.device.type == "cuda"
         if pad:  # scatter each expert's rows into a block aligned to _CUDA_ALIGN_M rows
             E = counts_E.shape[0]
             padded_E = (counts_E + _CUDA_ALIGN_M - 1) // _CUDA_ALIGN_M * _CUDA_ALIGN_M
             start_E = torch.cumsum(counts_E, 0) - counts_E
             pstart_E = torch.cumsum(padded_E, 0) - padded_E
-            expert_N = torch.repeat_interleave(torch.arange(E, device=x_ND.device), counts_E, output_size=N)
-            dest_N = torch.arange(N, device=x_ND.device) - start_E[expert_N] + pstart_E[expert_N]
-            x_buf = x_ND.new_zeros(N + E * _CUDA_ALIGN_M, x_ND.shape[1])
-            x_ND = x_buf.index_copy(0, dest_N, x_ND)
+            expert_M = torch.repeat_interleave(torch.arange(E, device=x_MD.device), counts_E, output_size=M)
+            dest_M = torch.arange(M, device=x_MD.device) - start_E[expert_M] + pstart_E[expert_M]
+            x_buf = x_MD.new_zeros(M + E * _CUDA_ALIGN_M, x_MD.shape[1])
+            x_MD = x_buf.index_copy(0, dest_M, x_MD)
+            gate_M = gate_M.new_zeros(x_MD.shape[0]).index_copy(0, dest_M, gate_M)
             counts_E = padded_E
         offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-        h_NF = F.silu(_gmm(x_ND, self.w1, offs_E)) * _gmm(x_ND, self.w3, offs_E)
-        out_ND = _gmm(h_NF, self.w2, offs_E)
-        return out_ND[dest_N] if pad else out_ND
+        h_MF = F.silu(_gmm(x_MD, self.w1, offs_E)) * _gmm(x_MD, self.w3, offs_E)
+        out_MD = _gmm(h_MF * gate_M[:, None], self.w2, offs_E)
+        return out_MD.index_select(0, dest_M) if pad else out_MD
 
-    def _loop(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        outs = []
-        start = 0
-        for e, n in enumerate(counts_E.tolist()):
-            if n == 0:
-                continue
-            x = x_ND[start : start + n]
-            outs.append(F.linear(F.silu(F.linear(x, self.w1[e])) * F.linear(x, self.w3[e]), self.w2[e]))
-            start += n
+    def _loop(self, x_MD: torch.Tensor, counts_E: torch.Tensor, gate_M: torch.Tensor) -> torch.Tensor:
+        """Reference: one SwiGLU per expert on its contiguous slice. `unbind` takes all experts' weight
+        views in one autograd node (one [E, ...] gradient); indexing `w[e]` per expert would allocate and
+        add a full-size zero gradient per expert in backward (~10x slower on CPU)."""
+        counts = counts_E.tolist()
+        outs = [
+            F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3) * g[:, None], w2)
+            for x, g, w1, w3, w2, n in zip(
+                x_MD.split(counts),
+                gate_M.split(counts),
+                self.w1.unbind(0),
+                self.w3.unbind(0),
+                self.w2.unbind(0),
+                counts,
+                strict=True,
+            )
+            if n
+        ]
         if not outs:
-            return x_ND.new_zeros(0, self.w2.shape[1])
+            return x_MD.new_zeros(0, self.w2.shape[1])
         return torch.cat(outs)
 
 
@@ -161,9 +232,7 @@ class MoE(nn.Module):
         self.args = args
         self.gate = Router(args)
         self.experts = Experts(args)
-        self.shared = (
-            MLP(args.dim, args.n_shared_experts * args.moe_inter_dim) if args.n_shared_experts else None
-        )
+        self.shared = MLP(args.dim, args.n_shared_experts * args.moe_inter_dim) if args.n_shared_experts else None
         # Tokens routed to each expert since the last update_expert_bias (training forwards only).
         self.register_buffer("tokens_per_expert", torch.zeros(args.n_routed_experts), persistent=False)
         self.balance_loss: torch.Tensor | None = None  # sequence-wise loss of the last training forward
@@ -178,21 +247,21 @@ class MoE(nn.Module):
         x_ND = x_BTD.reshape(B * T, D)
         idx_NK, w_NK, scores_NE = self.gate(x_ND)
         E, K = self.args.n_routed_experts, self.args.n_activated_experts
-        flat_idx = idx_NK.flatten()
-        counts_E = torch.bincount(flat_idx, minlength=E)
+        flat_idx_M = idx_NK.flatten()  # M = N·K token copies
+        # scatter_add_ rather than bincount: CUDA bincount reads the max id back to the host (a sync).
+        counts_E = torch.zeros(E, dtype=torch.long, device=x_ND.device).scatter_add_(
+            0, flat_idx_M, torch.ones_like(flat_idx_M)
+        )
         if self.training and torch.is_grad_enabled():
             # Also during activation-checkpoint recomputation: it must save the same tensors.
             self.balance_loss = self._sequence_balance_loss(idx_NK.view(B, T, K), scores_NE.view(B, T, E))
             # Recomputation runs inside backward: count only in the original forward.
             if torch._C._current_graph_task_id() == -1:
                 self.tokens_per_expert += counts_E.to(self.tokens_per_expert.dtype)
-        order = flat_idx.argsort(stable=True)
-        token_of_row = order // K
-        out_rows = self.experts(x_ND[token_of_row], counts_E)
-        out_rows = out_rows * w_NK.flatten()[order, None].to(out_rows.dtype)
-        y_ND = torch.zeros_like(x_ND).index_add_(0, token_of_row, out_rows)
-        if self.shared is not None:
-            y_ND = y_ND + self.shared(x_ND)
+        # The routed output is summed into the shared experts' output in place where the strategy allows
+        # (linear's backward does not need its output): no zeros buffer, no extra [N, D] add.
+        base_ND = self.shared(x_ND) if self.shared is not None else torch.zeros_like(x_ND)
+        y_ND = self.experts(x_ND, idx_NK, w_NK, counts_E, base_ND)
         return y_ND.view(B, T, D)
 
     def _sequence_balance_loss(self, idx_BTK: torch.Tensor, scores_BTE: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from model import Transformer
-from model.moe import MoE, Router, grouped_mm_supported, update_expert_bias
+from model.moe import Experts, MoE, Router, grouped_mm_supported, update_expert_bias
 
 
 def _router(args, seed=0):
@@ -39,9 +39,7 @@ def test_bias_changes_selection_not_gate_weights(tiny_args):
 
 
 def test_group_limit_honoured(tiny_args):
-    args = tiny_args.replace(
-        n_routed_experts=16, n_expert_groups=4, n_limited_groups=2, n_activated_experts=4
-    )
+    args = tiny_args.replace(n_routed_experts=16, n_expert_groups=4, n_limited_groups=2, n_activated_experts=4)
     r = _router(args, seed=1)
     x = torch.randn(256, args.dim)
     idx, _, scores = r(x)
@@ -79,26 +77,71 @@ def _reference(m: MoE, x_BTD):
     return out.view_as(x_BTD)
 
 
-@pytest.mark.parametrize("grouped", [True, False])
-def test_moe_matches_per_token_reference(tiny_args, grouped):
-    m = _moe(tiny_args.replace(use_grouped_mm=grouped))
+@pytest.fixture
+def cpu_strategy():
+    """Forces one CPU fast-path strategy: 'bmm' (padded bmm, with 2 intra-op threads so it is eligible)
+    or 'grouped' (torch._grouped_mm on sorted tokens); restores the defaults afterwards."""
+    threads = torch.get_num_threads()
+    pad = Experts.cpu_bmm_max_pad
+
+    def force(name: str) -> None:
+        if name == "grouped" and not grouped_mm_supported(torch.device("cpu"), torch.float32):
+            pytest.skip("torch._grouped_mm unavailable on CPU in this torch")
+        torch.set_num_threads(max(threads, 2))
+        Experts.cpu_bmm_max_pad = float("inf") if name == "bmm" else 0.0
+
+    yield force
+    torch.set_num_threads(threads)
+    Experts.cpu_bmm_max_pad = pad
+
+
+@pytest.mark.parametrize("strategy", ["bmm", "grouped", "loop"])
+def test_moe_matches_per_token_reference(tiny_args, cpu_strategy, strategy):
+    if strategy != "loop":
+        cpu_strategy(strategy)
+    m = _moe(tiny_args.replace(use_grouped_mm=strategy != "loop"))
     x = torch.randn(2, 8, tiny_args.dim)
     torch.testing.assert_close(m(x), _reference(m, x), rtol=1e-4, atol=1e-5)
 
 
-def test_grouped_and_loop_agree_with_grads(tiny_args):
-    if not grouped_mm_supported(torch.device("cpu"), torch.float32):
-        pytest.skip("torch._grouped_mm unavailable on CPU in this torch")
+@pytest.mark.parametrize("skewed", [False, True])
+@pytest.mark.parametrize("strategy", ["bmm", "grouped"])
+def test_fast_path_and_loop_agree_with_grads(tiny_args, cpu_strategy, strategy, skewed):
+    """The fast path (padded bmm or grouped GEMM) equals the reference loop in output and every gradient,
+    also when routing is skewed: experts with no token, padding slots far more than real rows."""
+    cpu_strategy(strategy)
     a = _moe(tiny_args.replace(use_grouped_mm=True))
     b = _moe(tiny_args.replace(use_grouped_mm=False))
+    if skewed:
+        with torch.no_grad():
+            a.gate.expert_bias[:2] = 10.0  # every token picks experts 0 and 1
     b.load_state_dict(a.state_dict())
-    x = torch.randn(3, 16, tiny_args.dim)
-    ya, yb = a(x), b(x)
+    b.gate.expert_bias.copy_(a.gate.expert_bias)
+    x_a = torch.randn(3, 16, tiny_args.dim, requires_grad=True)
+    x_b = x_a.detach().clone().requires_grad_()
+    ya, yb = a(x_a), b(x_b)
+    if skewed:
+        counts = torch.bincount(a.gate(x_a.reshape(-1, tiny_args.dim))[0].flatten(), minlength=8)
+        assert (counts == 0).any()
     torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
     ya.sum().backward()  # .sum() gives the stride-0 gradient _grouped_mm alone would reject
     yb.sum().backward()
+    torch.testing.assert_close(x_a.grad, x_b.grad, rtol=1e-4, atol=1e-6)
     for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_padded_bmm_bounded_by_padding(tiny_args, cpu_strategy, monkeypatch):
+    """Skewed routing past `cpu_bmm_max_pad` leaves padded bmm for the sorted path."""
+    cpu_strategy("bmm")
+    Experts.cpu_bmm_max_pad = 1.5
+    m = _moe(tiny_args.replace(use_grouped_mm=True))
+    with torch.no_grad():
+        m.gate.expert_bias[:2] = 10.0
+    calls = []
+    monkeypatch.setattr(Experts, "_padded_bmm", lambda *a: calls.append(1))
+    m(torch.randn(2, 8, tiny_args.dim))
+    assert not calls
 
 
 def test_counts_only_in_training_forward(tiny_args):
