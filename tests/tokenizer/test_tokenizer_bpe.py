@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from crawl2score.tokenizer.bpe import (
     VocabShortfallError,
     deepseek_pre_tokenizer,
     load_tokenizer,
+    reference_pre_tokenizer,
     reserved_token,
     special_ids,
     train_bpe,
@@ -42,6 +45,67 @@ def test_latin_words_keep_leading_space_and_contractions_split() -> None:
 
     dec = ByteLevel()
     assert [dec.decode([p]) for p in pieces("we don't go")] == ["we", " don", "'t", " go"]
+
+
+def decoded_pieces(text: str) -> list[str]:
+    from tokenizers.decoders import ByteLevel
+
+    dec = ByteLevel()
+    return [dec.decode([p]) for p in pieces(text)]
+
+
+def test_digits_inside_words_cjk_and_space_are_single_pieces() -> None:
+    assert decoded_pieces("v2.0 年2024") == ["v", "2", ".", "0", " ", "年", "2", "0", "2", "4"]
+    assert decoded_pieces("x١٢") == ["x", "١", "٢"]  # any Unicode digit, not only ASCII
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello, world!!", ["Hello", ",", " world", "!!"]),  # punctuation runs keep one leading space
+        ("a -> b", ["a", " ->", " b"]),
+        ("x   y", ["x", "  ", " y"]),  # the last space goes to the word
+        ("x  \n\n  y", ["x", "  \n\n", " ", " y"]),  # white space ending in line breaks is one piece
+        ("you'RE here", ["you", "'RE", " here"]),
+        ("café\u0301 naïve", ["café\u0301", " naïve"]),  # combining marks stay in the word
+        ("日本語の한국어", ["日本語の한국어"]),  # Han, kana and Hangul in one run
+        # ー (U+30FC) is Common script, not Katakana: it splits a katakana word (pinned, not desired).
+        ("カード", ["カ", "ー", "ド"]),
+        ("中文 English中文", ["中文", " English", "中文"]),
+        ("中文  1", ["中文", "  ", "1"]),  # spaces before a digit or CJK stay one piece
+        ("「引用」。", ["「", "引用", "」。"]),
+    ],
+)
+def test_pre_tokenizer_pieces(text: str, expected: list[str]) -> None:
+    assert decoded_pieces(text) == expected
+    assert [p for p, _ in reference_pre_tokenizer().pre_tokenize_str(text)] == pieces(text)
+
+
+# The one-pass regex must split exactly as the three passes it replaces, including at the seams: digits that
+# are CJK script (〇), CJK-script symbols (㋐ ⼀), spaces before digits/CJK, marks, controls, ZWJ, emoji.
+SEAMS = list("ab Z'sdtlvremé\u0301\t\n\r,.!?-_()😀\u200d\x00\x07\u00a0\u2028\u3000\u3099")
+SEAMS += list("0123456789١Ⅻ½我们中〇一々〆あいカードー・ㇰｦ한국㉠㋐㌀⺀⼀〸\u302e") + ["\U0001f200", "\ue000"]
+
+
+ONE_PASS, THREE_PASS = deepseek_pre_tokenizer(), reference_pre_tokenizer()
+
+
+def test_one_pass_pre_tokenizer_splits_as_the_three_passes_on_seams() -> None:
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(SEAMS) for _ in range(rng.randint(1, 16)))
+        assert ONE_PASS.pre_tokenize_str(text) == THREE_PASS.pre_tokenize_str(text), text  # pieces and offsets
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.one_of(st.sampled_from(SEAMS), st.text(st.characters(exclude_categories=["Cs"]), max_size=6)),
+        max_size=24,
+    ).map("".join)
+)
+def test_one_pass_pre_tokenizer_splits_as_the_three_passes(text: str) -> None:
+    assert ONE_PASS.pre_tokenize_str(text) == THREE_PASS.pre_tokenize_str(text)
 
 
 def test_specials_have_stable_low_ids_and_exact_size() -> None:
