@@ -1,10 +1,17 @@
-"""Benchmark of the data stage on the embedded sample (one core, so docs/s is docs/s/core).
+"""Benchmark of the data stage on the embedded sample (one task, one worker, in-process).
 
-Measures, in one run:
-1. the stage (`run_data_stage`: our reader, tallies, progress, publishing) in docs/s/core;
-2. plain datatrove running the same blocks (its `WarcReader`, the same extractor, language model, filters
-   and dedup stages, bare `LocalPipelineExecutor`s, no tallies/progress/publish) — the ratio is our overhead;
-3. MinHash signatures with datatrove's spaCy word tokenizer vs our script-aware whitespace tokenizer;
+docs/s/core is given two ways: per wall-clock second (one worker, so per core) and per CPU second of this
+process (`time.process_time()`, user + system). On a shared machine the wall figure drops with the load;
+the CPU figure much less, so it is the one to compare across runs. Measures, in one run:
+1. the stage (`run_data_stage`: our reader, tallies, progress, publishing);
+2. plain datatrove running the same blocks (its `WarcReader`, the same extractor, language model, filters,
+   datatrove's own `MinhashDedupSignature`, bare `LocalPipelineExecutor`s, no tallies/progress/publish) —
+   the ratio is our overhead (both after a warm-up run on 100 other pages, which loads the models);
+3. the MinHash signature step per document (shingles + signature, no I/O) on the stage's output:
+   datatrove's step with its default spaCy tokenizer, datatrove's step with a bare `str.split` tokenizer
+   (the floor for whitespace shingles in datatrove), datatrove's step with our script-aware tokenizer,
+   and what the stage runs (`FastMinhashDedupSignature` + script-aware tokenizer); best of 5 rounds,
+   interleaved (spaCy: one round);
 4. the dedup figures (exact / near / unique) of the stage against the sample's ground truth.
 
     .venv/bin/python benchmarks/dedup.py [--pages 1200] [--out results.json]
@@ -14,17 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from datatrove.utils.word_tokenizers import WordTokenizer
 
-def plain_datatrove(cfg, sample_file: Path, work: Path) -> float:
-    """The same steps as `build_stages`, composed directly from datatrove blocks. Returns seconds."""
+
+def plain_datatrove(cfg, sample_file: Path, work: Path) -> tuple[float, float]:
+    """The same steps as `build_stages`, composed directly from datatrove blocks. Returns (wall, CPU) s."""
     from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashDedupSignature
     from datatrove.pipeline.readers import WarcReader
 
+    from crawl2score.data.minhash import FastMinhashDedupSignature
     from crawl2score.data.pipeline import StagePaths, build_stages
 
     paths = StagePaths(work, "plain")
@@ -33,23 +45,54 @@ def plain_datatrove(cfg, sample_file: Path, work: Path) -> float:
     kept = [s for s in filter_stage if "tally:" not in s.name]
     kept[0] = WarcReader(str(sample_file.parent), glob_pattern=sample_file.name)
     stages[0] = (name, kept, tasks)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for name, pipeline, tasks in stages:
         pipeline = [s for s in pipeline if "tally:" not in s.name]
+        pipeline = [
+            MinhashDedupSignature(s.output_folder, s.config, language=s.language)
+            if isinstance(s, FastMinhashDedupSignature)
+            else s
+            for s in pipeline
+        ]
         LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=str(paths.logs / name)).run()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def signature_speed(texts: list[str], tokenizer) -> float:
-    """MinHash signature docs/s on one core (datatrove's MinhashDedupSignature shingling + hashing)."""
+class SplitTokenizer(WordTokenizer):
+    """A bare `str.split` word tokenizer: the cheapest whitespace shingles datatrove's step can have."""
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return text.split()
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]
+
+
+def signature_speeds(texts: list[str], variants: dict[str, tuple[object, bool]], rounds: int = 3) -> dict:
+    """Signature step docs/s on one core for each variant (tokenizer, fast step?): per wall second and per
+    CPU second, best of `rounds`. Rounds are interleaved over the variants, so a load change on a shared
+    machine hits all of them alike."""
     from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 
-    step = MinhashDedupSignature(tempfile.mkdtemp(), language=tokenizer)
-    step.get_signature(step.get_shingles(texts[0]))  # warm-up (spaCy / model load)
-    start = time.perf_counter()
-    for text in texts:
-        step.get_signature(step.get_shingles(text))
-    return len(texts) / (time.perf_counter() - start)
+    from crawl2score.data.minhash import FastMinhashDedupSignature
+
+    steps = {}
+    for name, (tokenizer, fast) in variants.items():
+        cls = FastMinhashDedupSignature if fast else MinhashDedupSignature
+        steps[name] = cls(tempfile.mkdtemp(), language=tokenizer)
+        steps[name].get_signature(steps[name].get_shingles(texts[0]))  # warm-up (spaCy load, regex build)
+    best = {name: [float("inf"), float("inf")] for name in variants}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for text in texts:
+                step.get_signature(step.get_shingles(text))
+            best[name][0] = min(best[name][0], time.perf_counter() - start)
+            best[name][1] = min(best[name][1], time.process_time() - cpu_start)
+    return {name: {"wall": round(len(texts) / w, 1), "cpu": round(len(texts) / c, 1)} for name, (w, c) in best.items()}
 
 
 def main() -> None:
@@ -69,11 +112,18 @@ def main() -> None:
         sample = root / "sample"
         write_sample(sample, pages=args.pages, seed=0)
         cfg = DataConfig(input=[str(sample / "sample.warc.gz")], executor={"tasks": 1, "workers": 1})
+        # Warm-up of both paths on 100 pages: models (fastText, spaCy, jieba's dictionary) load once per
+        # process, so without it the first path measured would pay for them.
+        warm = root / "warm"
+        write_sample(warm, pages=100, seed=1)
+        warm_cfg = DataConfig(input=[str(warm / "sample.warc.gz")], executor={"tasks": 1, "workers": 1})
+        run_data_stage(warm_cfg, root / "warm-ours")
+        plain_datatrove(warm_cfg, warm / "sample.warc.gz", root / "warm-plain")
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         figures = run_data_stage(cfg, root / "ours")
-        ours_s = time.perf_counter() - start
-        plain_s = plain_datatrove(cfg, sample / "sample.warc.gz", root / "plain")
+        ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
+        plain_s, plain_cpu = plain_datatrove(cfg, sample / "sample.warc.gz", root / "plain")
         pages = figures["pages_read"]
         score = score_dedup(load_manifest(sample / "manifest.json"), root / "ours")
 
@@ -86,19 +136,35 @@ def main() -> None:
                     doc = json.loads(line)
                     texts[doc["metadata"]["language"]].append(doc["text"])
         sig = {
-            "en_spacy": signature_speed(texts["en"], "en"),
-            "en_whitespace": signature_speed(texts["en"], ScriptAwareTokenizer()),
-            "zh_spacy_jieba": signature_speed(texts["zh"], "zh"),
-            "zh_char": signature_speed(texts["zh"], ScriptAwareTokenizer()),
+            "en_datatrove_spacy": signature_speeds(texts["en"], {"x": ("en", False)}, rounds=1)["x"],
+            "zh_datatrove_spacy_jieba": signature_speeds(texts["zh"], {"x": ("zh", False)}, rounds=1)["x"],
         }
+        for lang, tok in (("en", "whitespace"), ("zh", "char")):
+            variants = {
+                f"{lang}_datatrove_split": (SplitTokenizer(), False),
+                f"{lang}_datatrove_{tok}": (ScriptAwareTokenizer(), False),
+                f"{lang}_ours_{tok}": (ScriptAwareTokenizer(), True),
+            }
+            sig.update(signature_speeds(texts[lang], variants, rounds=5))
         result = {
             "pages": pages,
+            "signature_docs": {lang: len(v) for lang, v in texts.items()},
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "stage_s": round(ours_s, 2),
+            "stage_cpu_s": round(ours_cpu, 2),
             "stage_docs_per_s_per_core": round(pages / ours_s, 2),
+            "stage_docs_per_cpu_s": round(pages / ours_cpu, 2),
             "plain_datatrove_s": round(plain_s, 2),
+            "plain_datatrove_cpu_s": round(plain_cpu, 2),
             "plain_docs_per_s_per_core": round(pages / plain_s, 2),
-            "overhead_ratio": round(ours_s / plain_s, 4),
-            "signature_docs_per_s_per_core": {k: round(v, 1) for k, v in sig.items()},
+            "plain_docs_per_cpu_s": round(pages / plain_cpu, 2),
+            "overhead_ratio_wall": round(ours_s / plain_s, 4),
+            "overhead_ratio_cpu": round(ours_cpu / plain_cpu, 4),
+            "signature_docs_per_s_per_core": sig,
+            "signature_ours_vs_datatrove_split_cpu": {
+                "en": round(sig["en_ours_whitespace"]["cpu"] / sig["en_datatrove_split"]["cpu"], 3),
+                "zh": round(sig["zh_ours_char"]["cpu"] / sig["zh_datatrove_char"]["cpu"], 3),
+            },
             "dedup": {k: v for k, v in score.items() if k != "missed_groups"},
             "output_documents": figures["output_documents"],
         }

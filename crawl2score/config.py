@@ -39,6 +39,11 @@ class PrefectConfig(BaseModel):
     server_port: int = Field(4200, ge=1, le=65535)
     gpu_pool: str = "gpu"
     cpu_pool: str = "cpu"
+    train_deployment: str | None = Field(
+        None,
+        description="run the pipeline's train stage as this deployment (e.g. train_flow/train, on the gpu pool) "
+        "instead of in-process; needs a server and a worker sharing the work directory",
+    )
 
 
 class Config(BaseModel):

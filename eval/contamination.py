@@ -5,7 +5,8 @@ a problem counts as contaminated when any of its 13-grams of words (lower-cased,
 or of characters for Chinese text, which has no spaces -- occurs in a training document. The corpus is the
 data stage's output, `WORKDIR/data/output/*.jsonl[.gz]` (datatrove JSONL: text, id, metadata.url).
 
-`benchmark_ngrams()` is also what a data-stage filter needs to drop such documents.
+The n-gram test itself lives in `crawl2score/ngrams.py`, shared with the data stage's optional
+`decontaminate` filter (`crawl2score/data/decontaminate.py`), which drops such documents before dedup.
 """
 
 from __future__ import annotations
@@ -13,40 +14,23 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from crawl2score.ngrams import NGRAM, ngram_index, ngrams
 from eval.benchmarks import FILES, load_benchmark
 
-NGRAM = 13
-_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def ngrams(text: str, n: int = NGRAM) -> set[str]:
-    """Word n-grams of the text, plus character n-grams of its CJK characters when it has any."""
-    out: set[str] = set()
-    words = [w.lower() for w in _WORD_RE.findall(text)]
-    out.update(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-    cjk = "".join(_CJK_RE.findall(text))
-    if cjk:
-        out.update("\u0001" + cjk[i : i + n] for i in range(len(cjk) - n + 1))
-    return out
+__all__ = ["NGRAM", "benchmark_ngrams", "contamination_report", "iter_corpus", "ngrams"]
 
 
 def benchmark_ngrams(
     names: Iterable[str] = tuple(FILES), directory: str | os.PathLike[str] | None = None, n: int = NGRAM
 ) -> dict[str, set[tuple[str, str]]]:
-    """n-gram -> {(benchmark, problem id)} over the problems (and answers) of the named benchmarks."""
-    index: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for name in names:
-        for doc in load_benchmark(name, directory):
-            for g in ngrams(doc["problem"], n):
-                index[g].add((name, str(doc["id"])))
-    return index
+    """n-gram -> {(benchmark, problem id)} over the problems of the named benchmarks."""
+    items = ((name, doc) for name in names for doc in load_benchmark(name, directory))
+    return ngram_index((((name, str(doc["id"])), doc["problem"]) for name, doc in items), n)
 
 
 def iter_corpus(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -11,35 +11,18 @@ Legend: B batch, T sequence, V vocabulary.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 
-from model.attention import KVCache
-from model.generate import sample_next
+from model.generate import intra_op_threads, prepare_batch, sample_next
 
 
 @dataclass
 class Generation:
     tokens: list[int]
     finish: str  # "eos", "stop" (an until string) or "length"
-
-
-def _prepare(model, prompts: Sequence[Sequence[int]], max_new_tokens: int):
-    device = model.rope_cos.device
-    B, P = len(prompts), max(len(p) for p in prompts)
-    total = P + max_new_tokens
-    if total > model.args.max_seq_len:
-        raise ValueError(f"prompt + new tokens = {total} exceeds max_seq_len {model.args.max_seq_len}")
-    pads_B = torch.tensor([P - len(p) for p in prompts], device=device)
-    tokens_BT = torch.zeros(B, total, dtype=torch.long, device=device)
-    for b, p in enumerate(prompts):
-        tokens_BT[b, P - len(p) : P] = torch.tensor(list(p), dtype=torch.long)
-    real_BT = torch.arange(total, device=device)[None] >= pads_B[:, None]
-    cache = KVCache(model.args, B, total, device=device, dtype=model.embed.weight.dtype)
-    cache.valid_BS.copy_(real_BT)
-    cache.pos_offset_B.copy_(pads_B)
-    return tokens_BT, cache, P, total
 
 
 def make_generators(seeds: Sequence[int | None], device) -> list[torch.Generator | None]:
@@ -71,31 +54,36 @@ def decode(
 
     Tokens after a row's end are not returned (the EOS itself is kept, as in `model.generate`).
     """
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty token lists")
     B = len(prompts)
-    tokens_BT, cache, P, total = _prepare(model, prompts, max_new_tokens)
+    batch = prepare_batch(model, prompts, max_new_tokens)
+    tokens_BT, cache, P, total = batch.tokens_BT, batch.cache, batch.prompt_len, batch.total
     generators = make_generators(seeds if seeds is not None else [None] * B, tokens_BT.device)
     out: list[list[int]] = [[] for _ in range(B)]
     finish = ["length"] * B
     done = [False] * B
     cur = 0
-    for t in range(P, total):
-        logits_BTV = model(tokens_BT[:, cur:t], start_pos=cur, cache=cache)
-        cur = t
-        next_B = sample_rows(logits_BTV[:, -1], temperature, top_p, generators)
-        tokens_BT[:, t] = next_B
-        for b in range(B):
-            if done[b]:
-                continue
-            tok = int(next_B[b])
-            out[b].append(tok)
-            if eos_id is not None and tok == eos_id:
-                done[b], finish[b] = True, "eos"
-            elif stop is not None and stop(b, out[b]):
-                done[b], finish[b] = True, "stop"
-        if all(done):
-            break
+    # Cached single-token steps run on one intra-op thread on CPU, as in model.generate (see its docstring);
+    # the prompt prefill keeps torch's setting.
+    decode_threads = 1 if tokens_BT.device.type == "cpu" else None
+    with ExitStack() as stack:
+        for t in range(P, total):
+            if t == P + 1:
+                stack.enter_context(intra_op_threads(decode_threads))
+            logits_BTV = model(tokens_BT[:, cur:t], start_pos=cur, cache=cache)
+            cur = t
+            next_B = sample_rows(logits_BTV[:, -1], temperature, top_p, generators)
+            tokens_BT[:, t] = next_B
+            for b in range(B):
+                if done[b]:
+                    continue
+                tok = int(next_B[b])
+                out[b].append(tok)
+                if eos_id is not None and tok == eos_id:
+                    done[b], finish[b] = True, "eos"
+                elif stop is not None and stop(b, out[b]):
+                    done[b], finish[b] = True, "stop"
+            if all(done):
+                break
     return [Generation(o, f) for o, f in zip(out, finish, strict=True)]
 
 

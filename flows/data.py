@@ -16,13 +16,20 @@ def data_flow(config: Config, force: bool = False) -> dict[str, Any]:
     """Resolve inputs, then run the datatrove pipeline unless WORKDIR/data holds output for the same key.
 
     The stage key covers the `data` config section and a fingerprint of the inputs (local files by size and
-    mtime, remote ones by URL), so editing an input file reruns the stage.
+    mtime, remote ones by URL), so editing an input file reruns the stage; with decontamination on, the
+    benchmark files' hashes too.
     """
     from crawl2score.data.inputs import input_fingerprint
 
     section = config.section_dict("data")
     inputs = resolve_data_inputs(section, config.workdir)
     input_keys = [input_fingerprint(config.data, inputs)]
+    if config.data.decontaminate:
+        # The benchmark files decide what is dropped: editing them must rerun the stage.
+        from crawl2score.workdir import file_hash
+        from eval.benchmarks import benchmark_path
+
+        input_keys += [file_hash(benchmark_path(name)) for name in config.data.decontaminate_benchmarks]
 
     def body(key: str) -> dict[str, Any]:
         return run_data_pipeline(section, input_keys, config.workdir, inputs, key)

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
-from crawl2score.workdir import STAGES
+from crawl2score.workdir import STAGES, read_marker
 from tasks._prefect import logger, table_artifact
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
@@ -31,6 +31,20 @@ def stage_flow(stage: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _train_on_pool(config: Config, force: bool) -> dict[str, Any]:
+    """Hand the train stage to its deployment, so a GPU worker runs it; the work directory is shared."""
+    from prefect.deployments import run_deployment
+
+    name = config.prefect.train_deployment
+    run = run_deployment(
+        name=name, parameters={"config": config.model_dump(mode="json"), "force": force}, as_subflow=True
+    )
+    if run.state is None or not run.state.is_completed():
+        raise RuntimeError(f"train deployment {name!r} ended in state {run.state.name if run.state else 'unknown'}")
+    marker = read_marker(config.workdir, "train") or {}
+    return {"stage": "train", "key": marker.get("key", ""), "skipped": False, "figures": marker.get("figures", {})}
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(
     config: Config | None = None,
@@ -43,7 +57,10 @@ def pipeline(
     wanted = [s for s in STAGES if stages is None or s in stages]
     results: dict[str, Any] = {}
     for stage in wanted:
-        result = stage_flow(stage)(config=config, force=stage in force)
+        if stage == "train" and config.prefect.train_deployment:
+            result = _train_on_pool(config, force=stage in force)
+        else:
+            result = stage_flow(stage)(config=config, force=stage in force)
         results[stage] = {"key": result["key"], "skipped": result["skipped"]}
         logger().info("stage %s: %s (key %s)", stage, "skipped" if result["skipped"] else "done", result["key"])
     table_artifact(

@@ -39,12 +39,14 @@ class KVCache:
     ):
         n_slots = args.n_layers + args.n_mtp_layers if n_slots is None else n_slots
         self.max_len = max_len
-        self.kv_BSC = [
-            torch.zeros(batch, max_len, args.kv_lora_rank, device=device, dtype=dtype) for _ in range(n_slots)
+        C = args.kv_lora_rank
+        # One [B, S, C + R] buffer per slot: the attention scores are one matmul of the absorbed query
+        # against it (no per-step concatenation of latent and rope key); kv_BSC / pe_BSR are views of it.
+        self.kvpe_BSc = [
+            torch.zeros(batch, max_len, C + args.qk_rope_head_dim, device=device, dtype=dtype) for _ in range(n_slots)
         ]
-        self.pe_BSR = [
-            torch.zeros(batch, max_len, args.qk_rope_head_dim, device=device, dtype=dtype) for _ in range(n_slots)
-        ]
+        self.kv_BSC = [buf[..., :C] for buf in self.kvpe_BSc]
+        self.pe_BSR = [buf[..., C:] for buf in self.kvpe_BSc]
         self.valid_BS = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.pos_offset_B = torch.zeros(batch, dtype=torch.long, device=device)
 
@@ -53,8 +55,16 @@ class KVCache:
         return (idx_T[None, :] - self.pos_offset_B[:, None]).clamp_min(0)
 
     def mask(self, start_pos: int, T: int) -> torch.Tensor:
-        """[B, 1, T, S] boolean: causal, real keys only; each query may always see itself (no empty rows)."""
+        """[B, 1, T, S] boolean: causal, real keys only; each query may always see itself (no empty rows).
+
+        A single query (a decode step) is a real token: its slot is marked valid and the mask is a view of
+        `valid_BS` (causality is implied: every key up to it precedes it), so a step allocates nothing
+        that grows with the cache.
+        """
         end = start_pos + T
+        if T == 1:
+            self.valid_BS[:, start_pos] = True
+            return self.valid_BS[:, None, None, :end]
         q_idx = torch.arange(start_pos, end, device=self.valid_BS.device)[:, None]
         k_idx = torch.arange(end, device=self.valid_BS.device)[None, :]
         causal_TS = k_idx <= q_idx
@@ -117,9 +127,10 @@ class MLA(nn.Module):
         if cache is None:
             return self._naive(q_nope_BTHN, q_pe_BTHR, c_BTC, k_pe_BTR, mask)
         end = start_pos + T
-        cache.kv_BSC[slot][:, start_pos:end] = c_BTC
-        cache.pe_BSR[slot][:, start_pos:end] = k_pe_BTR
-        return self._absorbed(q_nope_BTHN, q_pe_BTHR, cache.kv_BSC[slot][:, :end], cache.pe_BSR[slot][:, :end], mask)
+        kvpe_BSc = cache.kvpe_BSc[slot]
+        kvpe_BSc[:, start_pos:end, : self.kv_rank] = c_BTC
+        kvpe_BSc[:, start_pos:end, self.kv_rank :] = k_pe_BTR
+        return self._absorbed(q_nope_BTHN, q_pe_BTHR, kvpe_BSc[:, :end], mask)
 
     def _naive(self, q_nope_BTHN, q_pe_BTHR, c_BTC, k_pe_BTR, mask) -> torch.Tensor:
         B, T, H, _ = q_nope_BTHN.shape
@@ -134,20 +145,25 @@ class MLA(nn.Module):
             o_BHTV = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTV, attn_mask=mask, scale=self.scale)
         return self.wo(o_BHTV.transpose(1, 2).reshape(B, T, H * self.v_dim))
 
-    def _absorbed(self, q_nope_BTHN, q_pe_BTHR, kv_BSC, pe_BSR, mask) -> torch.Tensor:
-        """Attention in latent space: one shared "key/value head" of width C (+R for the key), like MQA."""
+    def _absorbed(self, q_nope_BTHN, q_pe_BTHR, kvpe_BSc, mask) -> torch.Tensor:
+        """Attention in latent space: one shared "key/value head" of width C (+R for the key), like MQA.
+
+        Written out rather than through SDPA: with one key head, `enable_gqa` (or an expand) costs a
+        [B, H, S, C+R] copy of the cache per layer and step on CPU, where the scores here are one matmul of
+        the [B, T·H, C+R] absorbed queries against the cache and the values a second against its latent
+        half (a strided view, no copy). Softmax in fp32, as SDPA's math path.
+        """
         B, T, H, _ = q_nope_BTHN.shape
+        C, S = self.kv_rank, kvpe_BSc.shape[1]
         wkv_b_HkC = self.wkv_b.weight.view(H, self.nope + self.v_dim, self.kv_rank)
         q_lat_BTHC = torch.einsum("bthn,hnc->bthc", q_nope_BTHN, wkv_b_HkC[:, : self.nope])
-        q_BHTk = torch.cat([q_lat_BTHC, q_pe_BTHR], dim=-1).transpose(1, 2)
-        k_B1Sk = torch.cat([kv_BSC, pe_BSR], dim=-1)[:, None]
-        v_B1SC = kv_BSC[:, None]
-        if mask is None:
-            if T > 1:
-                raise ValueError("cached attention over several queries needs an explicit mask")
-            mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=q_BHTk.device)
-        o_BHTC = F.scaled_dot_product_attention(
-            q_BHTk, k_B1Sk, v_B1SC, attn_mask=mask, scale=self.scale, enable_gqa=True
-        )
-        o_BTHV = torch.einsum("bhtc,hvc->bthv", o_BHTC, wkv_b_HkC[:, self.nope :])
+        q_BMk = torch.cat([q_lat_BTHC, q_pe_BTHR], dim=-1).view(B, T * H, C + self.rope) * self.scale
+        scores_BTHS = torch.matmul(q_BMk, kvpe_BSc.transpose(1, 2)).view(B, T, H, S)
+        if mask is not None:
+            scores_BTHS = torch.where(mask.transpose(1, 2), scores_BTHS, float("-inf"))
+        elif T > 1:
+            raise ValueError("cached attention over several queries needs an explicit mask")
+        p_BMS = torch.softmax(scores_BTHS.float(), dim=-1).to(q_BMk.dtype).view(B, T * H, S)
+        o_BTHC = torch.matmul(p_BMS, kvpe_BSc[..., :C]).view(B, T, H, C)
+        o_BTHV = torch.einsum("bthc,hvc->bthv", o_BTHC, wkv_b_HkC[:, self.nope :])
         return self.wo(o_BTHV.reshape(B, T, H * self.v_dim))

@@ -122,6 +122,11 @@ class Experts(nn.Module):
       `torch._grouped_mm` on the tokens sorted by expert, int32 offsets.
     * Reference loop (`use_grouped_mm=False`, or no grouped GEMM for this device/dtype): one SwiGLU per
       expert on its contiguous slice of the sorted tokens.
+    * Decode path (CPU, autograd off, at most E token copies -- cached generation's B×1 tokens): one SwiGLU
+      per *active* expert on its few tokens, its weights read in place (`w1[e]` is a view). The batched
+      strategies pay for every expert (sort, gather, E GEMMs or E·C padded rows, scatter) when only K of
+      them have a token. It reads the routing table on the host, free on CPU; CUDA keeps the sync-free
+      grouped GEMM.
     """
 
     # Largest E·C / M (padded rows over real ones) at which the CPU fast path uses padded bmm.
@@ -149,6 +154,8 @@ class Experts(nn.Module):
         the same), at F/D of the elementwise work forward and backward.
         """
         M = idx_NK.numel()
+        if x_ND.device.type == "cpu" and 0 < M <= self.w1.shape[0] and not torch.is_grad_enabled():
+            return self._few_tokens(x_ND, idx_NK, gate_NK, base_ND)
         if self.use_grouped_mm and x_ND.device.type == "cpu" and M and torch.get_num_threads() > 1:
             cap = int(counts_E.max())  # host read: free on CPU
             if counts_E.shape[0] * cap <= self.cpu_bmm_max_pad * M:
@@ -165,6 +172,32 @@ class Experts(nn.Module):
         else:
             out_MD = self._loop(x_MD, counts_E, gate_M)
         return base_ND.index_add_(0, token_M, out_MD)
+
+    def _few_tokens(
+        self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gate_NK: torch.Tensor, base_ND: torch.Tensor
+    ) -> torch.Tensor:
+        """Decode path: experts in ascending id (each token's outputs are summed in the same order as the
+        sorted strategies), each on its token copies; a lone copy is a slice, not a gather."""
+        K = idx_NK.shape[1]
+        gate_M = gate_NK.flatten().to(x_ND.dtype)
+        copies: dict[int, list[int]] = {}
+        for m, e in enumerate(idx_NK.flatten().tolist()):  # host read: free on CPU
+            copies.setdefault(e, []).append(m)
+        for e in sorted(copies):
+            ms = copies[e]
+            if len(ms) == 1:
+                m = ms[0]
+                x, g, token = x_ND[m // K : m // K + 1], gate_M[m : m + 1], None
+            else:
+                m_C = torch.tensor(ms, device=x_ND.device)
+                token = m_C // K
+                x, g = x_ND.index_select(0, token), gate_M.index_select(0, m_C)
+            out = F.linear(F.silu(F.linear(x, self.w1[e])) * F.linear(x, self.w3[e]) * g[:, None], self.w2[e])
+            if token is None:
+                base_ND[m // K : m // K + 1] += out
+            else:
+                base_ND.index_add_(0, token, out)
+        return base_ND
 
     def _padded_bmm(
         self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gate_NK: torch.Tensor, counts_E: torch.Tensor, cap: int

@@ -4,7 +4,7 @@ Eight datatrove stages run one after the other on the configured executor (each 
 files on disk):
 
 1. filter     WarcStreamReader → Trafilatura → language ID → Gopher repetition → Gopher quality → C4 →
-              FineWeb quality → JSONL                                                   [tasks]
+              FineWeb quality → [benchmark decontamination] → JSONL                     [tasks]
 2. exact-sig  ExactDedupSignature over the filtered JSONL                               [tasks]
 3. exact-find ExactFindDedups                                                           [1]
 4. exact      ExactDedupFilter → JSONL                                                  [tasks]
@@ -20,10 +20,15 @@ per-line word count and word-length checks (a Chinese line is one space-separate
 average word length (Chinese words average ~1.7 characters) and English stop words (replaced by
 Chinese function words), FineWeb's short-line length (30 characters of Chinese carry ~3x the text of 30
 Latin ones).
+
+Benchmark decontamination (`data.decontaminate`, off by default) drops documents sharing a 13-gram with
+the eval benchmarks' problems (crawl2score/data/decontaminate.py): the same test as the eval stage's
+contamination report, run before dedup so a dropped page cannot be the kept copy of a duplicate cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -55,6 +60,7 @@ STEPS = (
     "minhash_dedup",
 )
 REMOVED_STEPS = STEPS[2:]
+DECONTAMINATE = "decontaminate"  # optional step between the quality filters and exact dedup
 ZH_STOP_WORDS = ["的", "了", "是", "在", "和", "有", "我", "不", "这", "也", "就", "人", "都", "一", "他", "我们", "你"]
 FILTER_STAGE_SHARE = 0.75  # share of the progress bar given to stage 1 (extraction dominates the time)
 
@@ -76,6 +82,25 @@ class StagePaths:
         self.removed = self.work / "removed"
         self.logs = self.work / "logs"
         self.progress = self.work / "progress"
+
+
+def active_steps(cfg: DataConfig) -> tuple[str, ...]:
+    """STEPS with `decontaminate` before exact dedup when the config turns it on."""
+    if not cfg.decontaminate:
+        return STEPS
+    i = STEPS.index("exact_dedup")
+    return (*STEPS[:i], DECONTAMINATE, *STEPS[i:])
+
+
+def decontamination_steps(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineStep]:
+    """The benchmark decontamination filter and its tally, or nothing when `data.decontaminate` is off."""
+    if not cfg.decontaminate:
+        return []
+    from crawl2score.data.decontaminate import BenchmarkContaminationFilter, load_problems
+
+    writer = _removed_writer(cfg, paths, DECONTAMINATE) if paths else None
+    problems = load_problems(cfg.decontaminate_benchmarks)  # here, so a missing file fails before any work
+    return [BenchmarkContaminationFilter(problems, exclusion_writer=writer), _tally(DECONTAMINATE)]
 
 
 def _removed_writer(cfg: DataConfig, paths: StagePaths, step: str):
@@ -158,13 +183,13 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         MinhashDedupBuckets,
         MinhashDedupCluster,
         MinhashDedupFilter,
-        MinhashDedupSignature,
     )
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
+    from crawl2score.data.minhash import FastMinhashDedupSignature
     from crawl2score.data.steps import BundledLanguageFilter, WarcStreamReader, doc_text
     from crawl2score.data.tokenizers import minhash_tokenizer
 
@@ -184,6 +209,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         ),
         _tally("language"),
         *quality_filters(cfg, paths),
+        *decontamination_steps(cfg, paths),
         JsonlWriter(str(paths.filtered)),
     ]
     return [
@@ -204,7 +230,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
             "minhash-sig",
             [
                 JsonlReader(str(paths.exact_out)),
-                MinhashDedupSignature(
+                FastMinhashDedupSignature(  # datatrove's, faster text simplification (same signatures)
                     str(paths.minhash_sigs), mh_cfg, language=minhash_tokenizer(cfg.minhash_tokenizer)
                 ),
             ],
@@ -267,7 +293,7 @@ def make_executor(
             mem_per_cpu_gb=ex.mem_per_cpu_gb,
             qos=ex.qos,
             job_name=f"crawl2score-{name}",
-            venv_path=ex.venv_path,
+            venv_path=_activate_script(ex.venv_path),
             sbatch_args=ex.sbatch_args or None,
             logging_dir=str(logging_dir),
             depends=depends,
@@ -285,13 +311,68 @@ def make_executor(
     )
 
 
-def _run_executors(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
-    ex = cfg.executor
-    if ex.kind == "ray":
-        import ray
+def _activate_script(venv_path: str | None) -> str | None:
+    """datatrove writes `source <venv_path>` into the job: accept the venv folder or its activate script."""
+    if venv_path is None or venv_path.rstrip("/").endswith("activate"):
+        return venv_path
+    return f"{venv_path.rstrip('/')}/bin/activate"
 
-        if not ray.is_initialized():
-            ray.init(address=ex.ray_address, ignore_reinit_error=True)
+
+def _run_executors(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
+    if cfg.executor.kind != "ray":
+        _run_stages(cfg, stages, paths, report)
+        return
+    with _ray_session(cfg.executor):
+        _run_stages(cfg, stages, paths, report)
+
+
+@contextlib.contextmanager
+def _ray_session(ex: ExecutorConfig):
+    """Connect to `ray_address`, or start a local Ray (no dashboard) and shut it down afterwards.
+
+    An already initialized Ray (a notebook, a test, a Ray job) is used as it is. A local Ray too small for
+    one task's `cpus_per_task` / `mem_per_cpu_gb` would leave datatrove waiting for a placement group
+    forever, so that fails here with one line; on a cluster the autoscaler may still add nodes.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if ex.ray_address is not None:
+        ray.init(address=ex.ray_address)
+    else:
+        ray.init(include_dashboard=False)
+    try:
+        if ex.ray_address is None:
+            _check_ray_fits(ex, ray.cluster_resources())
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_ray_fits(ex: ExecutorConfig, resources: dict[str, float]) -> None:
+    cpus, mem_gb = resources.get("CPU", 0), resources.get("memory", 0) / 2**30
+    if cpus < ex.cpus_per_task or mem_gb < ex.mem_per_cpu_gb * ex.cpus_per_task:
+        raise RuntimeError(
+            f"local Ray has {cpus:g} CPUs and {mem_gb:.1f} GB for tasks; one task asks for "
+            f"executor.cpus_per_task={ex.cpus_per_task} and {ex.mem_per_cpu_gb * ex.cpus_per_task} GB "
+            "(executor.mem_per_cpu_gb x cpus_per_task)"
+        )
+
+
+def _check_complete(executor, name: str) -> None:
+    """Ray's executor logs a warning and returns when a task fails; later stages must not run on a part."""
+    missing = executor.get_incomplete_ranks(skip_completed=True)
+    if missing:
+        raise RuntimeError(
+            f"data: stage {name!r}: {len(missing)} of {executor.world_size} tasks did not complete "
+            f"(ranks {missing[:8]}); see {executor.logging_dir.path}/logs"
+        )
+
+
+def _run_stages(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
+    ex = cfg.executor
     n = len(stages)
     executors = []
     previous = None
@@ -308,6 +389,7 @@ def _run_executors(cfg: DataConfig, stages, paths: StagePaths, report: ProgressF
                 executor.run()
         else:
             executor.run()
+        _check_complete(executor, name)
         for folder in (paths.filtered, paths.exact_out):
             _ensure_readable(folder)
     if ex.kind == "slurm":
@@ -390,7 +472,7 @@ def collect_stats(paths: StagePaths, cfg: DataConfig, inputs: list[str], seconds
             drops[s["name"]] = reasons
     per_step = []
     prev: dict[str, Any] | None = None
-    for step in STEPS:
+    for step in active_steps(cfg):
         t = tallies.get(step, {})
         langs = sorted({k.removeprefix("docs_") for k in t if k.startswith("docs_")})
         row: dict[str, Any] = {
@@ -406,6 +488,7 @@ def collect_stats(paths: StagePaths, cfg: DataConfig, inputs: list[str], seconds
         per_step.append(row)
         prev = t
     final = tallies.get("minhash_dedup", {})
+    by_step = {row["step"]: row for row in per_step}
     n_read = tallies.get("read", {}).get("docs", 0)
     return {
         "inputs": {"files": len(inputs), "paths": inputs[:20], "more": max(len(inputs) - 20, 0)},
@@ -421,15 +504,15 @@ def collect_stats(paths: StagePaths, cfg: DataConfig, inputs: list[str], seconds
         "steps": per_step,
         "drop_reasons": drops,
         "dedup": {
-            "exact_removed": per_step[7]["docs_in"] - per_step[7]["docs_out"],
+            "exact_removed": by_step["exact_dedup"]["docs_in"] - by_step["exact_dedup"]["docs_out"],
             "exact_clusters": final.get("exact_clusters", 0),
-            "near_removed": per_step[8]["docs_in"] - per_step[8]["docs_out"],
+            "near_removed": by_step["minhash_dedup"]["docs_in"] - by_step["minhash_dedup"]["docs_out"],
             "near_clusters": final.get("near_clusters", 0),
         },
         "output": {
             "documents": final.get("docs", 0),
             "bytes": final.get("bytes", 0),
-            "by_language": per_step[8]["by_language"],
+            "by_language": by_step["minhash_dedup"]["by_language"],
         },
         "seconds": round(seconds, 3),
         "docs_per_s_per_core": round(n_read / max(seconds, 1e-9) / max(_cores(cfg), 1), 2),
@@ -501,7 +584,8 @@ def publish(paths: StagePaths, stats: dict[str, Any]) -> None:
             if src.exists():
                 for child in src.iterdir():
                     os.replace(child, tmp / child.name)
-    for step in REMOVED_STEPS:
+    optional = tuple(row["step"] for row in stats.get("steps", []) if row["step"] == DECONTAMINATE)
+    for step in (*REMOVED_STEPS, *optional):
         (root / "removed" / step).mkdir(parents=True, exist_ok=True)
     logs = root / "logs"
     shutil.rmtree(logs, ignore_errors=True)

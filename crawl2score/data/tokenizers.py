@@ -39,6 +39,8 @@ class ScriptAwareTokenizer(WordTokenizer):
         super().__init__(language=None)
 
     def word_tokenize(self, text: str) -> list[str]:
+        if text.isascii():  # no CJK: the regex reduces to str.split (same whitespace set), 3-4x faster
+            return text.split()
         return _MIXED_TOKEN.findall(text)
 
     def sent_tokenize(self, text: str) -> list[str]:

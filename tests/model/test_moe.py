@@ -222,3 +222,33 @@ def test_activation_checkpointing_does_not_double_count(tiny_args):
     y = torch.utils.checkpoint.checkpoint(m, x, use_reentrant=False)
     y.square().sum().backward()
     assert m.tokens_per_expert.sum() == 2 * 8 * tiny_args.n_activated_experts
+
+
+@pytest.mark.parametrize("shared_expert", [True, False])
+def test_decode_path_equals_reference_loop(tiny_args, shared_expert):
+    """The CPU decode path (autograd off, at most E token copies: one SwiGLU per active expert) gives the
+    reference loop's output, also when two tokens share an expert."""
+    args = tiny_args.replace(use_grouped_mm=False, n_shared_experts=1 if shared_expert else 0)
+    m = _moe(args)
+    for n_tokens in (1, 2, 4):  # M = N·K copies <= E = 8
+        x = torch.randn(1, n_tokens, args.dim)
+        with torch.no_grad():
+            fast = m(x)
+        with torch.enable_grad():  # grad mode on: the batched reference loop runs
+            ref = m(x.requires_grad_())
+        torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-6)
+        if shared_expert:
+            torch.testing.assert_close(fast, _reference(m, x.detach()), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the path is taken and handles a shared expert between tokens
+        x = torch.randn(4, args.dim)
+        idx = torch.tensor([[0, 3], [3, 5], [0, 7], [1, 2]])
+        gate = torch.rand(4, 2)
+        counts = torch.zeros(8, dtype=torch.long).scatter_add_(0, idx.flatten(), torch.ones(8, dtype=torch.long))
+        fast = m.experts(x, idx, gate, counts, torch.zeros_like(x))
+        ref = m.experts._loop(
+            x.index_select(0, idx.flatten().argsort(stable=True) // 2),
+            counts,
+            gate.flatten()[idx.flatten().argsort(stable=True)],
+        )
+        expected = torch.zeros_like(x).index_add_(0, idx.flatten().argsort(stable=True) // 2, ref)
+        torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-6)
