@@ -37,13 +37,15 @@ TASK_PREFIX = "c2s_"
 
 
 def benchmarks_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """`override`, else $CRAWL2SCORE_BENCHMARKS_DIR, else `<repo>/../shared/data/benchmarks`."""
+    """`override`, else $CRAWL2SCORE_BENCHMARKS_DIR, else `$CRAWL2SCORE_SHARED_DIR/data/benchmarks`, else
+    `<repo>/../shared/data/benchmarks`."""
     if override:
         return Path(override)
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return REPO.parent / "shared" / "data" / "benchmarks"
+    shared = os.environ.get("CRAWL2SCORE_SHARED_DIR")
+    return (Path(shared) if shared else REPO.parent / "shared") / "data" / "benchmarks"
 
 
 def short_name(task: str) -> str:
