@@ -31,6 +31,10 @@ _GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
 def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     """Probe torch._grouped_mm once per (device type, dtype): forward and backward on a tiny problem."""
     key = (device.type, dtype)
+    if torch.compiler.is_compiling() and device.type != "cuda":
+        # Inductor traces _grouped_mm through its meta kernel, which accepts bf16 only: keep it out of
+        # compiled CPU graphs (the eager CPU kernel does run fp32).
+        return False
     if key not in _GROUPED_MM_OK:
         ok = hasattr(torch, "_grouped_mm")
         if ok and device.type == "cuda":
