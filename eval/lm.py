@@ -28,17 +28,9 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from eval.decoding import Generation, decode, until_checker
+from model.checkpoint import default_tokenizer_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def default_tokenizer_dir(checkpoint: str | Path) -> Path:
-    """WORKDIR/tokenizer for WORKDIR/checkpoints or WORKDIR/checkpoints/step-N."""
-    path = Path(checkpoint).resolve()
-    for parent in (path, *path.parents):
-        if parent.name == "checkpoints":
-            return parent.parent / "tokenizer"
-    return path.parent.parent / "tokenizer"
 
 
 def _as_bool(value: Any) -> bool:

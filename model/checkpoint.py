@@ -111,3 +111,13 @@ def load_checkpoint(
     if dtype is not None:
         model.to(dtype)
     return model.eval()
+
+
+def default_tokenizer_dir(checkpoint: str | os.PathLike[str]) -> Path:
+    """WORKDIR/tokenizer for WORKDIR/checkpoints or WORKDIR/checkpoints/step-N: where the pipeline put the
+    tokenizer the checkpoint was trained with (evaluation and HF export both look here by default)."""
+    path = Path(checkpoint).resolve()
+    for parent in (path, *path.parents):
+        if parent.name == "checkpoints":
+            return parent.parent / "tokenizer"
+    return path.parent.parent / "tokenizer"

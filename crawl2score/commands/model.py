@@ -84,11 +84,10 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _default_tokenizer(checkpoint: Path) -> Path | None:
-    """WORKDIR/checkpoints/step-N → WORKDIR/tokenizer (also from WORKDIR/checkpoints via `latest`)."""
-    for base in (checkpoint.parent.parent, checkpoint.parent):
-        if (base / "tokenizer" / "tokenizer.json").exists():
-            return base / "tokenizer"
-    return None
+    from model.checkpoint import default_tokenizer_dir
+
+    tok = default_tokenizer_dir(checkpoint)
+    return tok if (tok / "tokenizer.json").exists() else None
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
@@ -99,7 +98,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
         step = resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
-    tok = Path(args.tokenizer) if args.tokenizer else _default_tokenizer(step.resolve())
+    tok = Path(args.tokenizer) if args.tokenizer else _default_tokenizer(step)
     if args.tokenizer and not tok.is_dir():
         raise CLIError(f"--tokenizer {tok}: not a directory")
     try:
