@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from crawl2score.data.config import DataConfig
+    from crawl2score.config.data import DataConfig
     from crawl2score.data.groundtruth import score_dedup
     from crawl2score.data.pipeline import run_data_stage
     from crawl2score.data.sample import load_manifest, write_sample

@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.decoding import decode  # noqa: E402
-from eval.speculative import speculative_decode  # noqa: E402
-from model import Transformer, get_preset, load_checkpoint  # noqa: E402
-from model.generate import generate  # noqa: E402
-from model.info import model_info  # noqa: E402
-from model.presets import PRESETS  # noqa: E402
+from crawl2score.eval.decoding import decode  # noqa: E402
+from crawl2score.eval.speculative import speculative_decode  # noqa: E402
+from crawl2score.model import Transformer, get_preset, load_checkpoint  # noqa: E402
+from crawl2score.model.generate import generate  # noqa: E402
+from crawl2score.model.info import model_info  # noqa: E402
+from crawl2score.model.presets import PRESETS  # noqa: E402
 
 
 def cache_bytes_per_token(args, dtype_bytes: int = 2) -> dict[str, float]:

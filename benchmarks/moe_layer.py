@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.layers import MLP  # noqa: E402
-from model.moe import Experts, MoE, grouped_mm_supported  # noqa: E402
-from model.presets import get_preset  # noqa: E402
+from crawl2score.model.layers import MLP  # noqa: E402
+from crawl2score.model.moe import Experts, MoE, grouped_mm_supported  # noqa: E402
+from crawl2score.model.presets import get_preset  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

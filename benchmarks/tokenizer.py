@@ -42,8 +42,8 @@ def main() -> int:
 
     from tokenizers import pre_tokenizers, trainers
 
+    from crawl2score.config.tokenizer import TokenizerConfig
     from crawl2score.tokenizer.bpe import load_tokenizer, new_tokenizer, reference_pre_tokenizer, special_tokens
-    from crawl2score.tokenizer.config import TokenizerConfig
     from crawl2score.tokenizer.shards import write_shards
     from crawl2score.tokenizer.synthetic import write_corpus
     from crawl2score.tokenizer.train import train_tokenizer

@@ -38,9 +38,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from model.model import Transformer  # noqa: E402
-from model.presets import get_preset  # noqa: E402
-from model.train import active_params, flops_per_token  # noqa: E402
+from crawl2score.model.model import Transformer  # noqa: E402
+from crawl2score.model.presets import get_preset  # noqa: E402
+from crawl2score.model.train import active_params, flops_per_token  # noqa: E402
 
 
 def dense_twin(args):
@@ -192,7 +192,15 @@ def balance(
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
         # stdout is not read while the others run (a full pipe would stall them): metrics.jsonl is.
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "model.train", "--config", str(tmp / f"{name}.json"), "--workdir", str(tmp / name)],
+            [
+                sys.executable,
+                "-m",
+                "crawl2score.model.train",
+                "--config",
+                str(tmp / f"{name}.json"),
+                "--workdir",
+                str(tmp / name),
+            ],
             stdout=subprocess.DEVNULL,
             env=env,
             cwd=REPO,

@@ -2,6 +2,6 @@
 
 import sys
 
-from eval.cli import run_lm_eval_cli
+from crawl2score.eval.cli import run_lm_eval_cli
 
 sys.exit(run_lm_eval_cli(sys.argv[1:]))

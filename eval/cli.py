@@ -11,18 +11,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+YAML_DIR = Path(__file__).resolve().parent / "yaml"
 
 
 def run_lm_eval_cli(argv: list[str]) -> int:
     from lm_eval.__main__ import cli_evaluate
 
-    import eval.lm  # noqa: F401 - registers the `crawl2score` model
+    import crawl2score.eval.lm  # noqa: F401 - registers the `crawl2score` model
 
     argv = list(argv)
     is_run = not argv or argv[0] == "run" or argv[0].startswith("-")
     if is_run and "--include_path" not in argv:
-        argv += ["--include_path", str(TASKS_DIR)]
+        argv += ["--include_path", str(YAML_DIR)]
     old = sys.argv
     sys.argv = ["lm_eval", *argv]
     try:

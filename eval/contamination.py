@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from crawl2score.benchmarks import FILES, load_benchmark
 from crawl2score.ngrams import NGRAM, ngram_index, ngrams
-from eval.benchmarks import FILES, load_benchmark
 
 __all__ = ["NGRAM", "benchmark_ngrams", "contamination_report", "iter_corpus", "ngrams"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.generate import intra_op_threads, prepare_batch, sample_next
+from crawl2score.model.generate import intra_op_threads, prepare_batch, sample_next
 
 
 @dataclass

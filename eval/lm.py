@@ -27,8 +27,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from eval.decoding import Generation, decode, until_checker
-from model.checkpoint import default_tokenizer_dir
+from crawl2score.eval.decoding import Generation, decode, until_checker
+from crawl2score.model.checkpoint import default_tokenizer_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,8 +60,8 @@ class Crawl2ScoreLM(TemplateLM):
         super().__init__()
         from transformers import AutoTokenizer
 
-        from model import load_checkpoint
-        from model.checkpoint import resolve_checkpoint
+        from crawl2score.model import load_checkpoint
+        from crawl2score.model.checkpoint import resolve_checkpoint
 
         self.checkpoint_dir = resolve_checkpoint(checkpoint)
         if str(device or "cpu").startswith("cuda") and not torch.cuda.is_available():
@@ -129,7 +129,7 @@ class Crawl2ScoreLM(TemplateLM):
 
     def _generate(self, prompts: list[list[int]], max_new: int, temperature: float, top_p: float, seeds, stop):
         if self.speculative and temperature <= 0:
-            from eval.speculative import speculative_decode
+            from crawl2score.eval.speculative import speculative_decode
 
             gens, stats = speculative_decode(self.model, prompts, max_new, eos_id=self.eot_token_id, stop=stop)
             self.spec_stats.update(stats)

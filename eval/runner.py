@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks import benchmarks_dir, short_name, task_name
-from eval.config import EvalConfig
-from eval.scoring import ProblemRecord, score_problem, summarize
+from crawl2score.benchmarks import benchmarks_dir, short_name, task_name
+from crawl2score.config.eval import EvalConfig
+from crawl2score.eval.scoring import ProblemRecord, score_problem, summarize
 
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+YAML_DIR = Path(__file__).resolve().parent / "yaml"
 
 
 def task_settings(cfg: EvalConfig, task) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def evaluate_checkpoint(
     import lm_eval
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from eval.lm import Crawl2ScoreLM
+    from crawl2score.eval.lm import Crawl2ScoreLM
 
     bench_dir = str(benchmarks_dir(cfg.benchmarks_dir))
     lm = Crawl2ScoreLM(
@@ -60,7 +60,7 @@ def evaluate_checkpoint(
         speculative=cfg.speculative,
     )
     names = [task_name(t, cfg.protocol) for t in cfg.tasks]
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"benchmarks_dir": bench_dir})
+    manager = TaskManager(include_path=str(YAML_DIR), include_defaults=False, metadata={"benchmarks_dir": bench_dir})
     task_dict = get_task_dict(names, manager)
     settings = {name: task_settings(cfg, task_dict[name]) for name in names}
     res = lm_eval.simple_evaluate(

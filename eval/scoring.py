@@ -169,10 +169,10 @@ class _Worker:
 
     def _start(self) -> subprocess.Popen[str]:
         if self.proc is None or self.proc.poll() is not None:
-            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
             proc = subprocess.Popen(
-                [sys.executable, "-m", "eval.scoring", "--worker"],
+                [sys.executable, "-m", "crawl2score.eval.scoring", "--worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -369,7 +369,7 @@ def score_predictions(
     Returns the summary (task, problems, samples, accuracy, ...) and the per-problem records. Problems
     with no prediction are not scored; their count is reported as `missing`. Unknown ids are an error.
     """
-    from eval.benchmarks import load_benchmark, short_name
+    from crawl2score.benchmarks import load_benchmark, short_name
 
     name = short_name(task)
     docs = {str(d["id"]): d for d in load_benchmark(name, benchmarks_dir)}

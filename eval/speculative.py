@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from eval.decoding import Generation, decode
-from model.attention import KVCache
+from crawl2score.eval.decoding import Generation, decode
+from crawl2score.model.attention import KVCache
 
 
 @torch.inference_mode()

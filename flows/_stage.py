@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from crawl2score.config import Config
+from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import clear_marker, is_done, read_marker, stage_key, update_report, write_marker
-from tasks._prefect import logger, table_artifact
 
 
 def run_stage(

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
-from flows._stage import run_stage
-from tasks.data import resolve_data_inputs, run_data_pipeline
+from crawl2score.flows._stage import run_stage
+from crawl2score.tasks.data import resolve_data_inputs, run_data_pipeline
 
 
 @flow(name="data")
@@ -26,8 +26,8 @@ def data_flow(config: Config, force: bool = False) -> dict[str, Any]:
     input_keys = [input_fingerprint(config.data, inputs)]
     if config.data.decontaminate:
         # The benchmark files decide what is dropped: editing them must rerun the stage.
+        from crawl2score.benchmarks import benchmark_path
         from crawl2score.workdir import file_hash
-        from eval.benchmarks import benchmark_path
 
         input_keys += [file_hash(benchmark_path(name)) for name in config.data.decontaminate_benchmarks]
 

@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
+from crawl2score.flows._stage import run_stage
+from crawl2score.tasks.eval import contamination_task, evaluate_checkpoint_task, write_results
 from crawl2score.workdir import file_hash, read_marker, stage_dir
-from flows._stage import run_stage
-from tasks.eval import contamination_task, evaluate_checkpoint_task, write_results
 
 
 def _checkpoints(config: Config) -> list[str]:
@@ -21,7 +21,7 @@ def _checkpoints(config: Config) -> list[str]:
 
 def _input_keys(config: Config, checkpoints: list[str]) -> list[str]:
     """The train and tokenizer stage keys; explicit checkpoints add their weights' hashes."""
-    from model.checkpoint import resolve_checkpoint
+    from crawl2score.model.checkpoint import resolve_checkpoint
 
     keys = []
     for stage in ("tokenizer", "train"):
@@ -53,8 +53,8 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
 @flow(name="eval")
 def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
     """Evaluate the newest checkpoint (or `eval.checkpoints`) unless WORKDIR/eval is current."""
-    from eval.benchmarks import benchmarks_dir
-    from eval.lineage import run_lineage
+    from crawl2score.benchmarks import benchmarks_dir
+    from crawl2score.eval.lineage import run_lineage
 
     checkpoints = _checkpoints(config)
     input_keys = _input_keys(config, checkpoints)
@@ -65,7 +65,7 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
     def body(key: str) -> dict[str, Any]:
         runs = []
         for ckpt in checkpoints:
-            from model.checkpoint import resolve_checkpoint
+            from crawl2score.model.checkpoint import resolve_checkpoint
 
             step = resolve_checkpoint(ckpt)
             runs.append(evaluate_checkpoint_task(section, str(step), str(tokenizer), str(out / step.name)))

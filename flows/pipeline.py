@@ -13,16 +13,16 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
+from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import STAGES, read_marker
-from tasks._prefect import logger, table_artifact
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
 STAGE_FLOWS: dict[str, tuple[str, str]] = {
-    "data": ("flows.data", "data_flow"),
-    "tokenizer": ("flows.tokenizer", "tokenizer_flow"),
-    "tokens": ("flows.tokenizer", "tokenize_flow"),
-    "train": ("flows.train", "train_flow"),
-    "eval": ("flows.eval", "eval_flow"),
+    "data": ("crawl2score.flows.data", "data_flow"),
+    "tokenizer": ("crawl2score.flows.tokenizer", "tokenizer_flow"),
+    "tokens": ("crawl2score.flows.tokenizer", "tokenize_flow"),
+    "train": ("crawl2score.flows.train", "train_flow"),
+    "eval": ("crawl2score.flows.eval", "eval_flow"),
 }
 
 

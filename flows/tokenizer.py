@@ -12,9 +12,9 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
+from crawl2score.flows._stage import run_stage
+from crawl2score.tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
 from crawl2score.workdir import read_marker
-from flows._stage import run_stage
-from tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
 
 
 class StageInputMissing(RuntimeError):

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
+from crawl2score.flows._stage import run_stage
+from crawl2score.tasks.train import prepare_checkpoints, resume_key, train_model
 from crawl2score.workdir import read_marker, stable_hash
-from flows._stage import run_stage
-from tasks.train import prepare_checkpoints, resume_key, train_model
 
 
 def default_nproc() -> int:

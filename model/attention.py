@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelArgs
-from model.layers import RMSNorm, apply_rope
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.layers import RMSNorm, apply_rope
 
 
 class KVCache:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.attention import MLA, KVCache
-from model.config import ModelArgs
-from model.layers import MLP, RMSNorm
-from model.moe import MoE
+from crawl2score.model.attention import MLA, KVCache
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.layers import MLP, RMSNorm
+from crawl2score.model.moe import MoE
 
 
 class Block(nn.Module):

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.config import ModelArgs
-from model.model import Transformer
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.model import Transformer
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

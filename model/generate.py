@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.attention import KVCache
-from model.model import Transformer
+from crawl2score.model.attention import KVCache
+from crawl2score.model.model import Transformer
 
 # On an accelerator, look at the every-row-done flag (a host sync) once per this many steps.
 _DONE_CHECK_EVERY = 16

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.checkpoint import load_checkpoint, model_state_dict, save_model
-from model.config import ModelArgs
-from model.model import Transformer
+from crawl2score.model.checkpoint import load_checkpoint, model_state_dict, save_model
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.model import Transformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from model.config import ModelArgs
-from model.model import Transformer
-from model.moe import MoE
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.model import Transformer
+from crawl2score.model.moe import MoE
 
 
 def model_info(args: ModelArgs, bytes_per_value: int = 2) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelArgs
+from crawl2score.model.config import ModelArgs
 
 
 class RMSNorm(nn.Module):

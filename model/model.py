@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.attention import KVCache
-from model.block import Block
-from model.config import ModelArgs
-from model.layers import RMSNorm, rope_cos_sin
-from model.moe import MoE
-from model.mtp import IGNORE, MTPModule, mtp_shift
+from crawl2score.model.attention import KVCache
+from crawl2score.model.block import Block
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.layers import RMSNorm, rope_cos_sin
+from crawl2score.model.moe import MoE
+from crawl2score.model.mtp import IGNORE, MTPModule, mtp_shift
 
 
 @dataclass

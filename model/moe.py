@@ -20,8 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelArgs
-from model.layers import MLP
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.layers import MLP
 
 # Grouped GEMM on CUDA reads each expert's rows with aligned loads; pad every group to a multiple of this.
 _CUDA_ALIGN_M = 16

@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.block import Block
-from model.config import ModelArgs
-from model.layers import RMSNorm
+from crawl2score.model.block import Block
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.layers import RMSNorm
 
 IGNORE = -100
 

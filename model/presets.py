@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from model.config import ModelArgs
+from crawl2score.model.config import ModelArgs
 
 PRESETS: dict[str, Callable[[], ModelArgs]] = {}
 

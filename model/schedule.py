@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from model.train_config import TrainArgs
+from crawl2score.model.train_config import TrainArgs
 
 
 def lr_at(args: TrainArgs, step: int) -> float:

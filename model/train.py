@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.config import ModelArgs
-from model.model import Transformer
-from model.moe import update_expert_bias
-from model.parallel import Parallel, clip_grad_norm_
-from model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
-from model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint
-from model.train_config import TrainArgs
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.model import Transformer
+from crawl2score.model.moe import update_expert_bias
+from crawl2score.model.parallel import Parallel, clip_grad_norm_
+from crawl2score.model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
+from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint
+from crawl2score.model.train_config import TrainArgs
 
 STALL_ENV = "CRAWL2SCORE_TRAIN_STALL_AT_STEP"  # test hook: stop making steps after this one (hang/kill tests)
 WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # exit when this process (the Prefect task) is gone
@@ -48,19 +48,15 @@ PEAK_TFLOPS = {"H200": 740.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10"
 
 # ---- configuration ------------------------------------------------------------------------------------
 def read_config(path: str) -> dict[str, Any]:
-    """The resolved project config as JSON (what the Prefect task writes); YAML if PyYAML is importable."""
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith((".yaml", ".yml")):
-        import yaml  # optional: only for hand-written configs
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+    """The resolved project config as JSON, what the train task writes (`crawl2score train --dry-run` shows
+    it). JSON only: the trainer runs on a bare GPU worker with torch and nothing else."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def model_args_from(section: dict[str, Any]) -> ModelArgs:
     section = dict(section)
     if "preset" in section:
-        from model.presets import get_preset
+        from crawl2score.model.presets import get_preset
 
         base = get_preset(section.pop("preset")).to_dict()
         base.update(section)
@@ -80,7 +76,7 @@ class SequenceStream:
     the same on every rank, so a resume (with any world size) continues at exactly the next sequence."""
 
     def __init__(self, tokens_dir: str | os.PathLike, seq_len: int, seed: int):
-        from model.shards import TokenShards
+        from crawl2score.model.shards import TokenShards
 
         self.shards = TokenShards(tokens_dir)
         self.seq_len = seq_len

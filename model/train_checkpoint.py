@@ -32,7 +32,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.checkpoint import CONFIG, LATEST, WEIGHTS, model_state_dict
+from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, model_state_dict
 
 STATE = "train_state.json"
 OPTIM = "optimizer.safetensors"

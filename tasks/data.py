@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import task
 
-from crawl2score.data.config import DataConfig
-from tasks._prefect import Progress, logger, stage_cache_key, table_artifact
+from crawl2score.config.data import DataConfig
+from crawl2score.tasks._prefect import Progress, logger, stage_cache_key, table_artifact
 
 
 @task(name="data-sample", task_run_name="sample {pages} pages")

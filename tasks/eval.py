@@ -12,17 +12,17 @@ from typing import Any
 
 from prefect import task
 
+from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import atomic_write_json
-from tasks._prefect import logger, table_artifact
 
 
 @task(name="eval-checkpoint")
 def evaluate_checkpoint_task(section: dict[str, Any], checkpoint: str, tokenizer: str, out_dir: str) -> dict[str, Any]:
     """lm-eval on one checkpoint; per-task sample files in `out_dir`; figures per task."""
-    from eval.config import EvalConfig
-    from eval.lineage import checkpoint_lineage
-    from eval.runner import evaluate_checkpoint
-    from model.checkpoint import resolve_checkpoint
+    from crawl2score.config.eval import EvalConfig
+    from crawl2score.eval.lineage import checkpoint_lineage
+    from crawl2score.eval.runner import evaluate_checkpoint
+    from crawl2score.model.checkpoint import resolve_checkpoint
 
     cfg = EvalConfig.model_validate(section)
     step = resolve_checkpoint(checkpoint)
@@ -47,8 +47,8 @@ def evaluate_checkpoint_task(section: dict[str, Any], checkpoint: str, tokenizer
 
 @task(name="eval-contamination", retries=1, retry_delay_seconds=5)
 def contamination_task(corpus: str, tasks: list[str], benchmarks_dir: str | None, ngram: int) -> dict[str, Any]:
-    from eval.benchmarks import short_name
-    from eval.contamination import contamination_report
+    from crawl2score.benchmarks import short_name
+    from crawl2score.eval.contamination import contamination_report
 
     if not Path(corpus).exists():
         return {"skipped": f"no training corpus at {corpus}"}

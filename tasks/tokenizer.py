@@ -10,9 +10,9 @@ from typing import Any
 
 from prefect import task
 
-from crawl2score.tokenizer.config import TokenizerConfig
+from crawl2score.config.tokenizer import TokenizerConfig
+from crawl2score.tasks._prefect import Progress, logger, stage_cache_key, table_artifact
 from crawl2score.workdir import stage_dir
-from tasks._prefect import Progress, logger, stage_cache_key, table_artifact
 
 
 def default_input(workdir: str) -> str:

@@ -20,8 +20,8 @@ from typing import Any
 
 from prefect import task
 
+from crawl2score.tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
 from crawl2score.workdir import atomic_write_json, stable_hash
-from tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_CONFIG = "run-config.json"  # the resolved config the trainer reads, in WORKDIR/checkpoints/
@@ -48,12 +48,19 @@ def trainer_command(config_path: Path, workdir: str, nproc: int) -> list[str]:
     launch = [sys.executable]
     if nproc > 1:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return launch + ["-m", "model.train", "--config", str(config_path), "--workdir", str(Path(workdir).resolve())]
+    return launch + [
+        "-m",
+        "crawl2score.model.train",
+        "--config",
+        str(config_path),
+        "--workdir",
+        str(Path(workdir).resolve()),
+    ]
 
 
 def resume_key(model: dict[str, Any], train: dict[str, Any], input_keys: list[str]) -> str:
     """What checkpoints must share with this run to be resumed: model, train minus cosmetic keys, inputs."""
-    from model.train_config import TrainArgs
+    from crawl2score.model.train_config import TrainArgs
 
     return stable_hash({"model": model, "train": TrainArgs.from_dict(train).fingerprint_dict(), "inputs": input_keys})
 

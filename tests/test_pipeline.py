@@ -10,7 +10,7 @@ from crawl2score.workdir import STAGES
 
 
 def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness) -> None:
-    from flows.pipeline import pipeline
+    from crawl2score.flows.pipeline import pipeline
 
     cfg = load_config(
         "tiny",

@@ -40,7 +40,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         except InputError as exc:
             raise CLIError(str(exc)) from None
     prepare_prefect(cfg)
-    from flows.data import data_flow
+    from crawl2score.flows.data import data_flow
 
     result = data_flow(config=cfg, force=args.force)
     print(json.dumps(result, indent=2, default=str))

@@ -65,20 +65,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if extra[:1] == ["--"]:
         extra = extra[1:]
     if extra:
-        from eval.cli import run_lm_eval_cli
+        from crawl2score.eval.cli import run_lm_eval_cli
 
         return run_lm_eval_cli(extra)
     args.overrides = [*args.overrides, *_eval_overrides(args)]
     cfg = config_from_args(args)
     try:
-        from eval.benchmarks import short_name
+        from crawl2score.benchmarks import short_name
 
         for t in cfg.eval.tasks:
             short_name(t)
     except KeyError as exc:
         raise CLIError(f"--tasks: {exc.args[0]}") from None
     prepare_prefect(cfg)
-    from flows.eval import eval_flow
+    from crawl2score.flows.eval import eval_flow
 
     result = eval_flow(config=cfg, force=args.force)
     print(json.dumps(result, indent=2, default=str))
@@ -102,8 +102,8 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from eval.benchmarks import short_name
-    from eval.scoring import score_predictions
+    from crawl2score.benchmarks import short_name
+    from crawl2score.eval.scoring import score_predictions
 
     try:
         short_name(args.task)

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_args(args: argparse.Namespace):
-    from model.presets import get_preset
+    from crawl2score.model.presets import get_preset
 
     if args.config is None:
         try:
@@ -72,7 +72,7 @@ def _model_args(args: argparse.Namespace):
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from model.info import format_info, model_info
+    from crawl2score.model.info import format_info, model_info
 
     name, model_args = _model_args(args)
     info = model_info(model_args)
@@ -84,15 +84,15 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _default_tokenizer(checkpoint: Path) -> Path | None:
-    from model.checkpoint import default_tokenizer_dir
+    from crawl2score.model.checkpoint import default_tokenizer_dir
 
     tok = default_tokenizer_dir(checkpoint)
     return tok if (tok / "tokenizer.json").exists() else None
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
-    from model.checkpoint import resolve_checkpoint
-    from model.hf import export_hf
+    from crawl2score.model.checkpoint import resolve_checkpoint
+    from crawl2score.model.hf import export_hf
 
     try:
         step = resolve_checkpoint(args.checkpoint)
@@ -110,7 +110,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
-    from model.hf import import_hf
+    from crawl2score.model.hf import import_hf
 
     try:
         import_hf(args.hf_dir, args.checkpoint)

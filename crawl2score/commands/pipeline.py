@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     force = _parse_stages(",".join(args.force), "--force") if args.force else []
     stages = _parse_stages(args.stages, "--stages")
     prepare_prefect(cfg)
-    from flows.pipeline import pipeline
+    from crawl2score.flows.pipeline import pipeline
 
     result = pipeline(config=cfg, force=force or [], stages=stages)
     print(json.dumps(result, indent=2, default=str))
@@ -101,7 +101,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     prepare_prefect(cfg)
     if not os.environ.get("PREFECT_API_URL"):
         raise CLIError("deploy needs a Prefect server: start `crawl2score server` or set prefect.api_url")
-    from infra.deploy import deploy_all
+    from crawl2score.infra.deploy import deploy_all
 
     for line in deploy_all(cfg, source=args.source):
         print(line)

@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace, flow_name: str) -> int:
     cfg = _config(args)
     _check_inputs(cfg, need_tokenizer=flow_name == "tokenize_flow")
     prepare_prefect(cfg)
-    import flows.tokenizer as module
+    import crawl2score.flows.tokenizer as module
 
     result: dict[str, Any] = getattr(module, flow_name)(config=cfg, force=args.force)
     print(json.dumps(result, indent=2, default=str, ensure_ascii=False))

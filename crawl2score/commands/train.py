@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"train.global_batch_size {cfg.train.global_batch_size} is not a multiple of --nproc {args.nproc}"
         )
     prepare_prefect(cfg)
-    from flows.train import train_flow
+    from crawl2score.flows.train import train_flow
 
     result = train_flow(config=cfg, force=args.force, nproc=args.nproc)
     print(json.dumps(result, indent=2, default=str))

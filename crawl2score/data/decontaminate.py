@@ -28,7 +28,7 @@ STEP = "decontaminate"
 
 def load_problems(names: Iterable[str], directory: str | os.PathLike[str] | None = None) -> list[tuple[str, str, str]]:
     """(benchmark, problem id, problem text) for the named benchmarks (eval/benchmarks.py finds the files)."""
-    from eval.benchmarks import load_benchmark, short_name
+    from crawl2score.benchmarks import load_benchmark, short_name
 
     return [
         (short_name(name), str(doc["id"]), doc["problem"]) for name in names for doc in load_benchmark(name, directory)

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from crawl2score.data.config import DataConfig
+from crawl2score.config.data import DataConfig
 from crawl2score.workdir import stable_hash
 
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")

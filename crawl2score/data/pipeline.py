@@ -41,7 +41,7 @@ from typing import Any
 
 from datatrove.pipeline.base import PipelineStep
 
-from crawl2score.data.config import DataConfig, ExecutorConfig
+from crawl2score.config.data import DataConfig, ExecutorConfig
 from crawl2score.data.inputs import ensure_input, input_fingerprint
 from crawl2score.workdir import atomic_write_json, stable_hash
 

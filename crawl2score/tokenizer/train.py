@@ -16,6 +16,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from crawl2score.config.tokenizer import TokenizerConfig
 from crawl2score.tokenizer.bpe import (
     TrainedBPE,
     encode_texts,
@@ -26,7 +27,6 @@ from crawl2score.tokenizer.bpe import (
     special_tokens,
     train_bpe,
 )
-from crawl2score.tokenizer.config import TokenizerConfig
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
 from crawl2score.tokenizer.shards import make_readable
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash

@@ -10,8 +10,8 @@ import pytest
 from prefect import flow
 
 from crawl2score.config import load_config
-from flows._stage import run_stage
-from tasks._prefect import HangError, Progress, run_streaming
+from crawl2score.flows._stage import run_stage
+from crawl2score.tasks._prefect import HangError, Progress, run_streaming
 
 
 def test_run_streaming_passes_lines_and_exit_code() -> None:

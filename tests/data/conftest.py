@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crawl2score.data.config import DataConfig
+from crawl2score.config.data import DataConfig
 
 CRAWL_ID = "CC-MAIN-2099-01"
 

@@ -86,7 +86,7 @@ def test_removed_documents_and_drop_stats(bench_dir, tmp_path):
 
 def test_eval_report_agrees_with_the_filter(bench_dir, tmp_path):
     """What the data filter keeps, the eval stage's contamination report finds clean (one shared test)."""
-    from eval.contamination import contamination_report
+    from crawl2score.eval.contamination import contamination_report
 
     f = BenchmarkContaminationFilter(load_problems(["aime24", "cnmo24"], bench_dir))
     texts = ["Quoted: " + EN_PROBLEM, "作业：" + ZH_PROBLEM, "A page about gardening and tomatoes in spring."]

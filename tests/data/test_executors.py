@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from crawl2score.data.config import DataConfig, ExecutorConfig
+from crawl2score.config.data import DataConfig, ExecutorConfig
 from crawl2score.data.pipeline import StagePaths, build_stages, make_executor, run_data_stage
 
 from .conftest import small_config

@@ -14,7 +14,7 @@ def _config(tmp_path, **data) -> Config:
 
 
 def test_tasks_alone(tmp_path, small_sample):
-    from tasks.data import resolve_data_inputs, run_data_pipeline, write_sample_data
+    from crawl2score.tasks.data import resolve_data_inputs, run_data_pipeline, write_sample_data
 
     counts = write_sample_data.fn(str(tmp_path / "s"), pages=100, seed=1)
     assert counts["pages"] == 100
@@ -27,7 +27,7 @@ def test_tasks_alone(tmp_path, small_sample):
 
 
 def test_flow_runs_then_skips(tmp_path, prefect_harness):
-    from flows.data import data_flow
+    from crawl2score.flows.data import data_flow
 
     cfg = _config(tmp_path)  # no input: the flow generates the sample under WORKDIR/data/sample/
     first = data_flow(config=cfg)

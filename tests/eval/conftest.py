@@ -32,8 +32,8 @@ def build_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = VOCAB) ->
 def build_checkpoint(workdir: Path, vocab_size: int = VOCAB, seed: int = 0, **overrides) -> Path:
     import torch
 
-    from model import Transformer, get_preset, save_model
-    from model.checkpoint import mark_latest
+    from crawl2score.model import Transformer, get_preset, save_model
+    from crawl2score.model.checkpoint import mark_latest
 
     torch.manual_seed(seed)
     args = get_preset("tiny")

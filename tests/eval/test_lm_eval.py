@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from eval.config import EvalConfig
+from crawl2score.config.eval import EvalConfig
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_workdir):
-    from eval.lm import Crawl2ScoreLM
+    from crawl2score.eval.lm import Crawl2ScoreLM
 
     return Crawl2ScoreLM(checkpoint=str(tiny_workdir / "checkpoints"), batch_size=4, max_new_tokens=6, seed=7)
 
@@ -41,7 +41,7 @@ def test_sampling_with_a_seed_is_reproducible_at_any_batch_size(lm):
 
 
 def test_greedy_matches_model_generate(lm):
-    from model.generate import generate
+    from crawl2score.model.generate import generate
 
     prompt = "Find the sum of all integer bases"
     kw = {"until": [], "do_sample": False, "max_gen_toks": 6}
@@ -65,7 +65,7 @@ def test_loglikelihood_matches_a_plain_forward(lm):
 def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdir, tmp_path, shared_dir):
     """Every benchmark in both protocols, 1 problem each: the settings lm-eval hands the model are the
     protocol's (chat: sampled at 0.7 / 0.95 with n samples; base: greedy, Minerva stop string)."""
-    from eval.runner import evaluate_checkpoint
+    from crawl2score.eval.runner import evaluate_checkpoint
 
     cfg = EvalConfig(
         tasks=["aime24", "aime25", "math500", "cnmo24"],
@@ -87,7 +87,7 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
     assert out["math500"]["samples"] == 1  # the report scores MATH-500 greedily
 
     cfg_base = cfg.model_copy(update={"protocol": "base", "tasks": ["math500"]})
-    from eval.lm import Crawl2ScoreLM
+    from crawl2score.eval.lm import Crawl2ScoreLM
 
     seen = []
     orig = Crawl2ScoreLM._generate
@@ -107,8 +107,8 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
 
 
 def test_chat_protocol_sampling_reaches_the_generator(tiny_workdir, shared_dir):
-    from eval.lm import Crawl2ScoreLM
-    from eval.runner import evaluate_checkpoint
+    from crawl2score.eval.lm import Crawl2ScoreLM
+    from crawl2score.eval.runner import evaluate_checkpoint
 
     seen = []
     orig = Crawl2ScoreLM._generate

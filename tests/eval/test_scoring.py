@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eval.benchmarks import FILES, load_benchmark
-from eval.scoring import (
+from crawl2score.benchmarks import FILES, load_benchmark
+from crawl2score.eval.scoring import (
     ProblemRecord,
     check,
     extract_answer,

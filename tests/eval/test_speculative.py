@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from eval.decoding import decode
-from eval.speculative import speculative_decode
+from crawl2score.eval.decoding import decode
+from crawl2score.eval.speculative import speculative_decode
 
 
 def _model(seed, **kw):
-    from model import Transformer, get_preset
+    from crawl2score.model import Transformer, get_preset
 
     torch.manual_seed(seed)
     args = get_preset("tiny")

@@ -6,10 +6,10 @@ import gzip
 import json
 import shutil
 
+from crawl2score.benchmarks import load_benchmark
 from crawl2score.config import Config
-from eval.benchmarks import load_benchmark
-from eval.config import EvalConfig
-from eval.contamination import contamination_report, ngrams
+from crawl2score.config.eval import EvalConfig
+from crawl2score.eval.contamination import contamination_report, ngrams
 
 
 def _corpus(path, bench_dir):
@@ -42,7 +42,7 @@ def test_contamination_report_lists_overlapping_documents(tmp_path, shared_dir):
 
 
 def test_eval_flow_writes_results_with_lineage(tiny_workdir, tmp_path, shared_dir, prefect_harness):
-    from flows.eval import eval_flow
+    from crawl2score.flows.eval import eval_flow
 
     workdir = tmp_path / "work"
     shutil.copytree(tiny_workdir, workdir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import ModelArgs, Transformer, get_preset
+from crawl2score.model import ModelArgs, Transformer, get_preset
 
 
 @pytest.fixture

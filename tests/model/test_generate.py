@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.attention import KVCache
-from model.generate import generate
+from crawl2score.model.attention import KVCache
+from crawl2score.model.generate import generate
 
 PROMPTS = [[5, 6, 7, 8, 9], [17, 3], [40, 41, 42]]
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from model import load_checkpoint
-from model.checkpoint import save_model
-from model.hf import export_hf, import_hf
+from crawl2score.model import load_checkpoint
+from crawl2score.model.checkpoint import save_model
+from crawl2score.model.hf import export_hf, import_hf
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.attention import KVCache
-from model.layers import apply_rope, rope_cos_sin
+from crawl2score.model.attention import KVCache
+from crawl2score.model.layers import apply_rope, rope_cos_sin
 
 
 def test_rope_is_interleaved_complex_rotation(tiny_args):

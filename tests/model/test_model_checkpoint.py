@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from model import load_checkpoint
-from model.checkpoint import mark_latest, save_model
+from crawl2score.model import load_checkpoint
+from crawl2score.model.checkpoint import mark_latest, save_model
 
 
 def test_save_load_round_trip_through_latest(tmp_path, tiny_model, tiny_args):

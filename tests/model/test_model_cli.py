@@ -8,7 +8,7 @@ import json
 import torch
 
 from crawl2score.commands import model as model_cmd
-from model.checkpoint import mark_latest, save_model
+from crawl2score.model.checkpoint import mark_latest, save_model
 
 
 def _run(argv: list[str]) -> int:
@@ -39,7 +39,7 @@ def test_export_import_cli_with_default_tokenizer(tmp_path, tiny_model, tiny_arg
     assert _run(["export-hf", str(work / "checkpoints"), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "tokenizer.json").exists()
     assert _run(["import-hf", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
-    from model import load_checkpoint
+    from crawl2score.model import load_checkpoint
 
     tokens = torch.randint(0, tiny_args.vocab_size, (1, 6))
     with torch.no_grad():

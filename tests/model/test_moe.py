@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import Transformer
-from model.moe import Experts, MoE, Router, grouped_mm_supported, update_expert_bias
+from crawl2score.model import Transformer
+from crawl2score.model.moe import Experts, MoE, Router, grouped_mm_supported, update_expert_bias
 
 
 def _router(args, seed=0):
@@ -126,9 +126,15 @@ def test_fast_path_and_loop_agree_with_grads(tiny_args, cpu_strategy, strategy, 
     torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
     ya.sum().backward()  # .sum() gives the stride-0 gradient _grouped_mm alone would reject
     yb.sum().backward()
-    torch.testing.assert_close(x_a.grad, x_b.grad, rtol=1e-4, atol=1e-6)
+    # Gradients sum over every token routed to an expert, in a different order on each path: the absolute
+    # tolerance scales with the largest gradient compared (they reach ~80 here), not a fixed 1e-6.
+    def close(actual: torch.Tensor, expected: torch.Tensor, msg: str) -> None:
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0), msg=msg)
+
+    close(x_a.grad, x_b.grad, "input")
     for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)
+        close(pa.grad, pb.grad, n)
 
 
 def test_padded_bmm_bounded_by_padding(tiny_args, cpu_strategy, monkeypatch):

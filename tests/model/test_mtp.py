@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.mtp import mtp_shift
+from crawl2score.model.mtp import mtp_shift
 
 
 def test_shift_targets_exact_values():

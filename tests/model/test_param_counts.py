@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model import get_preset
-from model.info import model_info
+from crawl2score.model import get_preset
+from crawl2score.model.info import model_info
 
 
 def test_deepseek_v3_counts():

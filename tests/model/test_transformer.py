@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model import Transformer
-from model.moe import MoE
+from crawl2score.model import Transformer
+from crawl2score.model.moe import MoE
 
 
 def _batch(args, B=2, T=16, seed=0):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crawl2score.tokenizer.config import TokenizerConfig
+from crawl2score.config.tokenizer import TokenizerConfig
 from crawl2score.tokenizer.synthetic import write_corpus
 from crawl2score.tokenizer.train import train_tokenizer
 

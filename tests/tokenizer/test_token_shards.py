@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crawl2score.model.shards import TokenShards
 from crawl2score.tokenizer.bpe import encode_texts, load_tokenizer
 from crawl2score.tokenizer.corpus import iter_documents
 from crawl2score.tokenizer.shards import write_shards
-from model.shards import TokenShards
 
 
 @pytest.fixture(scope="module")

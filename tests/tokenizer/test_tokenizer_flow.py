@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from crawl2score.config import Config
-from crawl2score.tokenizer.config import TokenizerConfig
+from crawl2score.config.tokenizer import TokenizerConfig
+from crawl2score.model.shards import TokenShards
 from crawl2score.workdir import read_marker, write_marker
-from model.shards import TokenShards
 
 FLOW_VOCAB = 1024
 
@@ -30,7 +30,7 @@ def _fake_data_stage(workdir: Path, small_corpus: list[Path]) -> None:
 
 
 def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_harness) -> None:
-    from flows.tokenizer import tokenize_flow, tokenizer_flow
+    from crawl2score.flows.tokenizer import tokenize_flow, tokenizer_flow
 
     _fake_data_stage(tmp_path, small_corpus)
     cfg = _config(tmp_path)
@@ -54,7 +54,7 @@ def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_ha
 
 
 def test_explicit_input_keys_and_user_input(tmp_path: Path, small_corpus, prefect_harness) -> None:
-    from flows.tokenizer import tokenizer_flow
+    from crawl2score.flows.tokenizer import tokenizer_flow
 
     cfg = _config(tmp_path, input=str(small_corpus[0].parent))
     result = tokenizer_flow(cfg, input_keys=["custom"])
@@ -64,7 +64,7 @@ def test_explicit_input_keys_and_user_input(tmp_path: Path, small_corpus, prefec
 
 
 def test_tasks_run_alone(tmp_path: Path, small_corpus) -> None:
-    from tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
+    from crawl2score.tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
 
     section = _config(tmp_path, input=str(small_corpus[0].parent)).section_dict("tokenizer")
     files = resolve_tokenizer_inputs.fn(section, str(tmp_path))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from crawl2score.config.tokenizer import TokenizerConfig
 from crawl2score.tokenizer.bpe import load_tokenizer
-from crawl2score.tokenizer.config import TokenizerConfig
 from crawl2score.tokenizer.train import read_info, train_tokenizer
 
 

@@ -89,7 +89,7 @@ def trainer_cmd(config: Path, workdir: Path, nproc: int = 1) -> list[str]:
         if nproc == 1
         else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     )
-    return launch + ["-m", "model.train", "--config", str(config), "--workdir", str(workdir)]
+    return launch + ["-m", "crawl2score.model.train", "--config", str(config), "--workdir", str(workdir)]
 
 
 def run_trainer(

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from crawl2score.config import Config
+from crawl2score.model.train import STALL_ENV
+from crawl2score.tasks._prefect import HangError
 from crawl2score.workdir import write_marker
-from model.train import STALL_ENV
-from tasks._prefect import HangError
 from tests.train.conftest import tiny_config
 
 
@@ -25,7 +25,7 @@ def _config(tmp_path, tokens_dir, **train) -> Config:
 
 
 def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir):
-    from flows.train import train_flow
+    from crawl2score.flows.train import train_flow
 
     cfg = _config(tmp_path, tokens_dir, steps=4, checkpoint_every=2)
     result = train_flow(config=cfg, nproc=1)
@@ -39,7 +39,7 @@ def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir
 
 
 def test_hung_trainer_is_killed_and_reported(tmp_path, tokens_dir, monkeypatch):
-    from tasks.train import train_model
+    from crawl2score.tasks.train import train_model
 
     cfg = _config(tmp_path, tokens_dir, steps=50, hang_timeout_s=20.0)
     monkeypatch.setenv(STALL_ENV, "2")

@@ -10,7 +10,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from model.train import STALL_ENV
+from crawl2score.model.train import STALL_ENV
 from tests.train.conftest import REPO, events, run_trainer, tiny_config, trainer_cmd, write_config
 
 
@@ -82,6 +82,6 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, tokens_dir):
     assert "loss is" in err["message"] and "stopped without saving" in err["message"]
     latest = (tmp_path / "w/checkpoints/latest").read_text().strip()
     assert latest == f"step-{err['step'] - 1}"
-    from model import load_checkpoint
+    from crawl2score.model import load_checkpoint
 
     load_checkpoint(tmp_path / "w/checkpoints")  # the last checkpoint is complete and loads

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
-from model.train_config import TrainArgs
+from crawl2score.model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
+from crawl2score.model.train_config import TrainArgs
 
 
 def test_lr_warmup_constant_cosine_floor():

@@ -10,8 +10,8 @@ from typing import Any
 
 import datasets
 
-from eval.benchmarks import load_benchmark
-from eval.scoring import check
+from crawl2score.benchmarks import load_benchmark
+from crawl2score.eval.scoring import check
 
 # The prompt suffix DeepSeek-R1 and Qwen2.5-Math use for math in the chat protocol.
 CHAT_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -123,7 +123,7 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check_decontaminate(self) -> DataConfig:
-        from eval.benchmarks import short_name
+        from crawl2score.benchmarks import short_name
 
         try:
             self.decontaminate_benchmarks = [short_name(b) for b in self.decontaminate_benchmarks]

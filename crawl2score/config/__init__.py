@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crawl2score.data.config import DataConfig
-from crawl2score.tokenizer.config import TokenizerConfig
-from eval.config import EvalConfig
-from model.config import ModelArgs
-from model.presets import PRESETS, get_preset
-from model.train_config import TrainArgs
+from crawl2score.config.data import DataConfig
+from crawl2score.config.eval import EvalConfig
+from crawl2score.config.tokenizer import TokenizerConfig
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.presets import PRESETS, get_preset
+from crawl2score.model.train_config import TrainArgs
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PRESET = "tiny"
 
 
