@@ -24,6 +24,7 @@ run: setup
 	$(BIN)/crawl2score run --config tiny
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-slow: setup
@@ -32,6 +33,7 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 server: setup
 	$(BIN)/crawl2score server

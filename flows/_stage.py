@@ -1,5 +1,10 @@
 """The shape every stage flow shares: key the stage, skip it when its output is current, else run it,
-then record the key, the report and a table artifact of its figures."""
+then record the key, the report and a table artifact of its figures.
+
+"Current" has one definition, `crawl2score.workdir.stage_key`: the stage's config, its inputs' keys and
+its code. Prefect's own task cache is not used for this on purpose: a stage's result is files in WORKDIR,
+and only the marker written after them can say whether they are there and complete.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,21 @@ from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import clear_marker, is_done, read_marker, stage_key, update_report, write_marker
 
 
+class StageInputMissing(RuntimeError):
+    """A stage this one reads has not completed in WORKDIR."""
+
+
+def upstream_key(config: Config, stage: str, hint: str) -> str:
+    """The key of a completed earlier stage (the input of this one), or a one-line error saying what to run."""
+    marker = read_marker(config.workdir, stage)
+    if not marker:
+        raise StageInputMissing(f"{config.workdir}: the {stage} stage has not completed ({hint})")
+    return str(marker["key"])
+
+
 def run_stage(
     stage: str,
     config: Config,
-    section: str,
     input_keys: list[str],
     body: Callable[[str], dict[str, Any]],
     force: bool = False,
@@ -25,11 +41,16 @@ def run_stage(
     Returns {"stage", "key", "skipped", "figures"}.
     """
     workdir = config.workdir
-    key = stage_key(stage, config.section_dict(section), input_keys)
+    key = stage_key(stage, config.stage_config(stage), input_keys)
     if not force and is_done(workdir, stage, key):
         marker = read_marker(workdir, stage) or {}
         logger().info("%s: output for key %s is current; skipped (use --force %s to redo)", stage, key, stage)
         return {"stage": stage, "key": key, "skipped": True, "figures": marker.get("figures", {})}
+    previous = read_marker(workdir, stage)
+    if previous and not force:
+        logger().info(
+            "%s: output on disk has key %s, this run needs %s; redoing the stage", stage, previous["key"], key
+        )
     clear_marker(workdir, stage)
     figures = body(key)
     write_marker(workdir, stage, key, figures)

@@ -8,21 +8,19 @@ from prefect import flow
 
 from crawl2score.config import Config
 from crawl2score.flows._stage import run_stage
-from crawl2score.tasks.data import resolve_data_inputs, run_data_pipeline
+from crawl2score.tasks.data import data_inputs_task, data_task
 
 
 @flow(name="data")
 def data_flow(config: Config, force: bool = False) -> dict[str, Any]:
     """Resolve inputs, then run the datatrove pipeline unless WORKDIR/data holds output for the same key.
 
-    The stage key covers the `data` config section and a fingerprint of the inputs (local files by size and
-    mtime, remote ones by URL), so editing an input file reruns the stage; with decontamination on, the
-    benchmark files' hashes too.
+    The input key is a fingerprint of the inputs (local files by size and mtime, remote ones by URL), so
+    editing an input file reruns the stage; with decontamination on, the benchmark files' hashes too.
     """
     from crawl2score.data.inputs import input_fingerprint
 
-    section = config.section_dict("data")
-    inputs = resolve_data_inputs(section, config.workdir)
+    inputs = data_inputs_task(config.data, config.workdir)
     input_keys = [input_fingerprint(config.data, inputs)]
     if config.data.decontaminate:
         # The benchmark files decide what is dropped: editing them must rerun the stage.
@@ -32,9 +30,9 @@ def data_flow(config: Config, force: bool = False) -> dict[str, Any]:
         input_keys += [file_hash(benchmark_path(name)) for name in config.data.decontaminate_benchmarks]
 
     def body(key: str) -> dict[str, Any]:
-        return run_data_pipeline(section, input_keys, config.workdir, inputs, key)
+        return data_task(config.data, config.workdir, inputs, key)
 
-    return run_stage("data", config, "data", input_keys, body, force=force)
+    return run_stage("data", config, input_keys, body, force=force)
 
 
 if __name__ == "__main__":

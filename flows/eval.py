@@ -68,7 +68,7 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
             from crawl2score.model.checkpoint import resolve_checkpoint
 
             step = resolve_checkpoint(ckpt)
-            runs.append(evaluate_checkpoint_task(section, str(step), str(tokenizer), str(out / step.name)))
+            runs.append(evaluate_checkpoint_task(config.eval, str(step), str(tokenizer), str(out / step.name)))
         contamination = None
         if config.eval.contamination:
             contamination = contamination_task(
@@ -92,7 +92,7 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
         write_results(str(out), results)
         return _figures(results)
 
-    return run_stage("eval", config, "eval", input_keys, body, force=force)
+    return run_stage("eval", config, input_keys, body, force=force)
 
 
 if __name__ == "__main__":

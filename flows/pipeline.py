@@ -8,19 +8,20 @@ Deployed as `crawl2score/pipeline` (see prefect.yaml); run locally with `crawl2s
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from crawl2score.config import Config
-from crawl2score.tasks._prefect import logger, table_artifact
-from crawl2score.workdir import STAGES, read_marker
+from crawl2score.tasks._prefect import flatten_figures, format_value, logger, markdown_artifact, table_artifact
+from crawl2score.workdir import STAGES, read_marker, stage_dir
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
 STAGE_FLOWS: dict[str, tuple[str, str]] = {
     "data": ("crawl2score.flows.data", "data_flow"),
     "tokenizer": ("crawl2score.flows.tokenizer", "tokenizer_flow"),
-    "tokens": ("crawl2score.flows.tokenizer", "tokenize_flow"),
+    "tokens": ("crawl2score.flows.tokens", "tokens_flow"),
     "train": ("crawl2score.flows.train", "train_flow"),
     "eval": ("crawl2score.flows.eval", "eval_flow"),
 }
@@ -36,13 +37,54 @@ def _train_on_pool(config: Config, force: bool) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
     name = config.prefect.train_deployment
+    before = read_marker(config.workdir, "train") or {}
     run = run_deployment(
         name=name, parameters={"config": config.model_dump(mode="json"), "force": force}, as_subflow=True
     )
     if run.state is None or not run.state.is_completed():
         raise RuntimeError(f"train deployment {name!r} ended in state {run.state.name if run.state else 'unknown'}")
     marker = read_marker(config.workdir, "train") or {}
-    return {"stage": "train", "key": marker.get("key", ""), "skipped": False, "figures": marker.get("figures", {})}
+    skipped = bool(before) and before.get("finished") == marker.get("finished")  # the marker was not rewritten
+    return {"stage": "train", "key": marker.get("key", ""), "skipped": skipped, "figures": marker.get("figures", {})}
+
+
+# The figures a reader looks for first, per stage (keys of the stage's figures, flattened with dots;
+# a trailing "*" matches any benchmark).
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "data": ("output_documents", "output_bytes", "docs_per_cpu_s"),
+    "tokenizer": ("vocab_size", "heldout.all.bytes_per_token", "train_mb_per_s"),
+    "tokens": ("num_tokens", "num_docs", "num_shards"),
+    "train": ("steps", "tokens", "loss", "ce_loss", "tokens_per_s"),
+    "eval": ("*.accuracy", "*.bpb", "checkpoint_step"),
+}
+
+
+def headline(stage: str, figures: dict[str, Any]) -> str:
+    flat = flatten_figures(figures)
+    picked = []
+    for want in HEADLINES.get(stage, ()):
+        if want.startswith("*"):
+            picked += [k for k in flat if k.endswith(want[1:])]
+        elif want in flat:
+            picked.append(want)
+    return ", ".join(f"{k} {format_value(flat[k])}" for k in picked) or "—"
+
+
+def summary_markdown(config: Config, results: dict[str, Any]) -> str:
+    """The run at a glance: each stage, whether it ran, where its output is, its headline figures."""
+    root = Path(config.workdir).resolve()
+    lines = [
+        f"# crawl2score pipeline: `{config.name}`",
+        "",
+        f"Work directory `{root}`; full figures in `{root / 'report.md'}`.",
+        "",
+        "| stage | this run | output | headline figures |",
+        "|---|---|---|---|",
+    ]
+    for stage, r in results.items():
+        ran = "skipped (current)" if r["skipped"] else "ran"
+        lines.append(f"| {stage} | {ran} | `{stage_dir(root, stage)}` | {headline(stage, r['figures'])} |")
+    return "\n".join(lines) + "\n"
 
 
 @flow(name="pipeline", log_prints=True)
@@ -61,11 +103,15 @@ def pipeline(
             result = _train_on_pool(config, force=stage in force)
         else:
             result = stage_flow(stage)(config=config, force=stage in force)
-        results[stage] = {"key": result["key"], "skipped": result["skipped"]}
+        results[stage] = {"key": result["key"], "skipped": result["skipped"], "figures": result["figures"]}
         logger().info("stage %s: %s (key %s)", stage, "skipped" if result["skipped"] else "done", result["key"])
     table_artifact(
         "pipeline-stages",
         [{"stage": s, "key": r["key"], "skipped": r["skipped"]} for s, r in results.items()],
         description="stages of this run",
     )
-    return {"workdir": config.workdir, "stages": results}
+    markdown_artifact("pipeline-summary", summary_markdown(config, results), description="the run at a glance")
+    return {
+        "workdir": config.workdir,
+        "stages": {s: {"key": r["key"], "skipped": r["skipped"]} for s, r in results.items()},
+    }

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from crawl2score.config import Config
-from crawl2score.flows._stage import run_stage
-from crawl2score.tasks.train import prepare_checkpoints, resume_key, train_model
-from crawl2score.workdir import read_marker, stable_hash
+from crawl2score.flows._stage import run_stage, upstream_key
+from crawl2score.tasks.train import prepare_checkpoints, train_task, trainer_command, write_run_config
+from crawl2score.workdir import stage_key
 
 
 def default_nproc() -> int:
@@ -19,25 +20,35 @@ def default_nproc() -> int:
     return max(torch.cuda.device_count(), 1)
 
 
+def train_inputs(config: Config) -> list[str]:
+    return [upstream_key(config, "tokens", "run `crawl2score tokens`")]
+
+
+def prepare_run(config: Config, nproc: int) -> tuple[Path, list[str]]:
+    """For launchers outside Prefect (`crawl2score train --prepare`, then Slurm or a shell): write the run
+    config under this stage's key and return it with the trainer command for one node. A later
+    `crawl2score train` or pipeline run resumes those checkpoints, since they carry the same key."""
+    key = stage_key("train", config.stage_config("train"), train_inputs(config))
+    prepare_checkpoints(config.workdir, key, fresh=False)
+    path = write_run_config(config.model, config.train, config.workdir, key)
+    return path, trainer_command(path, config.workdir, nproc)
+
+
 @flow(name="train")
 def train_flow(config: Config, force: bool = False, nproc: int | None = None) -> dict[str, Any]:
     """Pretrain unless WORKDIR/checkpoints already holds the result for the same key.
 
-    The key covers the `train` section, the tokens' stage key and the `model` section (a new tokenization
-    or architecture is a new run). An interrupted run resumes from its newest checkpoint; `force` starts
-    over (and is needed when the checkpoints on disk belong to another config).
+    The key covers the model and train sections and the tokens' key (a new tokenization or architecture is
+    a new run). An interrupted run resumes from its newest checkpoint when that checkpoint was written under
+    the same key; `force` starts over.
     """
-    tokens = read_marker(config.workdir, "tokens")
-    if not tokens:
-        raise RuntimeError(f"{config.workdir}/tokens has no completed tokenization; run `crawl2score tokenize` first")
-    input_keys = [tokens["key"], stable_hash(config.section_dict("model"))]
-    model, train = config.section_dict("model"), config.section_dict("train")
+    input_keys = train_inputs(config)
 
-    def body(_key: str) -> dict[str, Any]:
-        prepare_checkpoints(config.workdir, resume_key(model, train, input_keys), fresh=force)
-        return train_model(model, train, input_keys, config.workdir, nproc or default_nproc())
+    def body(key: str) -> dict[str, Any]:
+        prepare_checkpoints(config.workdir, key, fresh=force)
+        return train_task(config.model, config.train, config.workdir, key, nproc or default_nproc())
 
-    return run_stage("train", config, "train", input_keys, body, force=force)
+    return run_stage("train", config, input_keys, body, force=force)
 
 
 if __name__ == "__main__":

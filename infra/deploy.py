@@ -1,28 +1,33 @@
 """Work pools and deployments, kept apart from the flow code (Prefect's own advice).
 
-Two process pools: `cpu` for data, tokenizer and evaluation, `gpu` for training (concurrency 1 per GPU
-worker, so two training runs never share a GPU). Deployments are created from this checkout
-(`flow.from_source`), the same ones `prefect.yaml` declares for `prefect deploy --all`.
+The deployments are declared once, in the repository's `prefect.yaml`; this module applies that file
+through Prefect's Python API, so `crawl2score deploy` and `prefect deploy --all` create the same
+deployments. Two process pools: `cpu` for data, tokenizer, tokens and evaluation, `gpu` for training
+(concurrency 1 per GPU worker, so two training runs never share a GPU).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from crawl2score.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
+PREFECT_YAML = REPO / "prefect.yaml"
 
-# deployment name → (entrypoint, pool kind, description)
-DEPLOYMENTS: dict[str, tuple[str, str, str]] = {
-    "pipeline": ("flows/pipeline.py:pipeline", "cpu", "the whole pipeline, data to scores"),
-    "data": ("flows/data.py:data_flow", "cpu", "Common Crawl WARC → deduplicated corpus"),
-    "tokenizer": ("flows/tokenizer.py:tokenizer_flow", "cpu", "byte-level BPE of 102,400 entries"),
-    "tokenize": ("flows/tokenizer.py:tokenize_flow", "cpu", "corpus → uint32 token shards"),
-    "train": ("flows/train.py:train_flow", "gpu", "pretraining with torchrun"),
-    "eval": ("flows/eval.py:eval_flow", "cpu", "lm-eval on AIME 2024, MATH-500, CNMO 2024"),
-}
+
+def declared_deployments(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    """The `deployments:` list of prefect.yaml, each with name, entrypoint and work_pool."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    deployments = spec.get("deployments") or []
+    for d in deployments:
+        if not {"name", "entrypoint", "work_pool"} <= set(d):
+            raise ValueError(f"{path}: deployment {d.get('name', '?')!r} needs name, entrypoint and work_pool")
+    return deployments
 
 
 def ensure_pools(cfg: Config) -> list[str]:
@@ -47,20 +52,27 @@ def ensure_pools(cfg: Config) -> list[str]:
 
 
 def deploy_all(cfg: Config, source: str | None = None) -> Iterator[str]:
-    """Create the pools, then every deployment with this config as its default parameter."""
+    """Create the pools, then every deployment of prefect.yaml with this config as its default parameter.
+
+    prefect.yaml names the pools `cpu` and `gpu`; `prefect.cpu_pool` / `prefect.gpu_pool` rename them.
+    """
     from prefect import flow
 
     yield from ensure_pools(cfg)
     pools = {"cpu": cfg.prefect.cpu_pool, "gpu": cfg.prefect.gpu_pool}
-    for name, (entrypoint, kind, description) in DEPLOYMENTS.items():
-        remote = flow.from_source(source=source or str(REPO), entrypoint=entrypoint)
+    for spec in declared_deployments():
+        pool = spec["work_pool"]
+        pool_name = pools.get(pool["name"], pool["name"])
+        remote = flow.from_source(source=source or str(REPO), entrypoint=spec["entrypoint"])
         deployment_id = remote.deploy(
-            name=name,
-            work_pool_name=pools[kind],
-            description=description,
+            name=spec["name"],
+            work_pool_name=pool_name,
+            job_variables=pool.get("job_variables") or None,
+            description=spec.get("description"),
+            concurrency_limit=spec.get("concurrency_limit"),
             parameters={"config": cfg.model_dump(mode="json")},
             build=False,
             push=False,
             print_next_steps=False,
         )
-        yield f"deployment {remote.name}/{name} → pool {pools[kind]!r} ({deployment_id})"
+        yield f"deployment {remote.name}/{spec['name']} → pool {pool_name!r} ({deployment_id})"

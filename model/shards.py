@@ -35,7 +35,7 @@ class TokenShards:
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path}: no token manifest (run `crawl2score tokenize` first)")
+            raise FileNotFoundError(f"{manifest_path}: no token manifest (run `crawl2score tokens` first)")
         self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         if self.manifest.get("dtype") != "uint32":
             raise ValueError(f"{manifest_path}: dtype {self.manifest.get('dtype')!r}, expected 'uint32'")

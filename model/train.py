@@ -48,7 +48,7 @@ PEAK_TFLOPS = {"H200": 740.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10"
 
 # ---- configuration ------------------------------------------------------------------------------------
 def read_config(path: str) -> dict[str, Any]:
-    """The resolved project config as JSON, what the train task writes (`crawl2score train --dry-run` shows
+    """The resolved project config as JSON, what the train task writes (`crawl2score train --prepare` writes
     it). JSON only: the trainer runs on a bare GPU worker with torch and nothing else."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

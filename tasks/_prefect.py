@@ -1,4 +1,4 @@
-"""Helpers every stage task shares: progress and table artifacts, stage caching, subprocess streaming.
+"""Helpers every stage task shares: progress and table artifacts, subprocess streaming.
 
 They degrade to no-ops outside a Prefect run context, so a stage function that reports progress can also
 be called from a plain test or script.
@@ -24,8 +24,6 @@ from prefect.artifacts import (
 )
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
-
-from crawl2score.workdir import stage_key
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter:
@@ -81,7 +79,7 @@ class Progress:
 def table_artifact(name: str, rows: list[dict[str, Any]] | dict[str, Any], description: str = "") -> None:
     """A table of a stage's figures in the UI: rows, or a dict shown as figure/value rows."""
     if isinstance(rows, dict):
-        rows = [{"figure": k, "value": _fmt(v)} for k, v in _flatten(rows).items()]
+        rows = [{"figure": k, "value": format_value(v)} for k, v in flatten_figures(rows).items()]
     if not _in_run():
         return
     try:
@@ -99,32 +97,18 @@ def markdown_artifact(name: str, markdown: str, description: str = "") -> None:
         logger().debug("markdown artifact failed: %s", exc)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_figures(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_figures(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
 
 
-def _fmt(v: Any) -> Any:
+def format_value(v: Any) -> Any:
     return f"{v:.4g}" if isinstance(v, float) else v if isinstance(v, (int, str, bool)) or v is None else str(v)
-
-
-def stage_cache_key(stage: str) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect `cache_key_fn` on the same key the work directory records (config section + input keys).
-
-    The task's parameters must include `section: dict` and `input_keys: list[str]`, plus `workdir`, so the
-    same config in another work directory is not a cache hit.
-    """
-
-    def key_fn(_context: Any, parameters: dict[str, Any]) -> str:
-        key = stage_key(stage, parameters.get("section") or {}, parameters.get("input_keys") or [])
-        return f"{stage}-{key}-{os.path.abspath(str(parameters.get('workdir', '')))}"
-
-    return key_fn
 
 
 def run_streaming(
@@ -135,8 +119,12 @@ def run_streaming(
     on_line: Callable[[str], None] | None = None,
     timeout_s: float | None = None,
     hang_timeout_s: float | None = None,
+    describe: Callable[[str], str | None] | None = None,
 ) -> int:
     """Run a command in its own process group and send each output line to the run's logs.
+
+    `describe` turns a line into what a person reads in the logs (None: not logged), e.g. the trainer's
+    JSON metric records into `step 20/40 · loss 8.17 · …`; `on_line` still sees every raw line.
 
     The whole group is killed on timeout, on a hang (no output line for `hang_timeout_s`), on
     cancellation or on any exception here, so no orphaned trainer keeps a GPU busy. Returns the exit code;
@@ -175,7 +163,9 @@ def run_streaming(
         for line in proc.stdout:
             last_line[0] = time.monotonic()
             line = line.rstrip("\n")
-            log.info(line)
+            text = describe(line) if describe is not None else line
+            if text:
+                log.info(text)
             if on_line is not None:
                 on_line(line)
         code = proc.wait()

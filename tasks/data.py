@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 
 from crawl2score.config.data import DataConfig
-from crawl2score.tasks._prefect import Progress, logger, stage_cache_key, table_artifact
+from crawl2score.tasks._prefect import Progress, logger, table_artifact
 
 
 @task(name="data-sample", task_run_name="sample {pages} pages")
@@ -35,29 +35,25 @@ def _retry_unless_input_error(task, task_run, state) -> bool:
 
 # Remote inputs (warc.paths.gz, HEAD of URLs) can fail transiently; InputError (404, missing path) cannot.
 @task(name="data-inputs", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_input_error)
-def resolve_data_inputs(section: dict[str, Any], workdir: str) -> list[str]:
+def data_inputs_task(cfg: DataConfig, workdir: str) -> list[str]:
     """The input files/URLs: `data.input` resolved, or the generated sample when it is empty."""
     from crawl2score.data.inputs import ensure_input
 
-    paths = ensure_input(DataConfig.model_validate(section), workdir)
+    paths = ensure_input(cfg, workdir)
     logger().info("data: %d input file(s): %s", len(paths), ", ".join(paths[:5]) + (" …" if len(paths) > 5 else ""))
     return paths
 
 
-@task(name="data-pipeline", cache_key_fn=stage_cache_key("data"), refresh_cache=True)
-def run_data_pipeline(
-    section: dict[str, Any], input_keys: list[str], workdir: str, inputs: list[str], key: str
-) -> dict[str, Any]:
-    """Run every datatrove stage; progress artifact + terminal bar while it runs, table of figures at the end.
+@task(name="data")
+def data_task(cfg: DataConfig, workdir: str, inputs: list[str], key: str) -> dict[str, Any]:
+    """Run every datatrove step; progress artifact + terminal bar while it runs, table of figures at the end.
 
-    `refresh_cache=True`: the flow only calls this when WORKDIR lacks the output, so a cached result
-    would be a result without files; the cache key still records the stage key in Prefect.
+    `key` is the stage key: a killed run resumes datatrove's finished tasks only under the same key.
     """
     from tqdm import tqdm
 
     from crawl2score.data.pipeline import run_data_stage
 
-    cfg = DataConfig.model_validate(section)
     progress = Progress("data: WARC → deduplicated corpus", total=1.0)
     bar = tqdm(total=1000, desc="data", unit="‰", disable=os.environ.get("CRAWL2SCORE_NO_BAR") == "1")
     log = logger()

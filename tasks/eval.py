@@ -12,19 +12,18 @@ from typing import Any
 
 from prefect import task
 
+from crawl2score.config.eval import EvalConfig
 from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import atomic_write_json
 
 
 @task(name="eval-checkpoint")
-def evaluate_checkpoint_task(section: dict[str, Any], checkpoint: str, tokenizer: str, out_dir: str) -> dict[str, Any]:
+def evaluate_checkpoint_task(cfg: EvalConfig, checkpoint: str, tokenizer: str, out_dir: str) -> dict[str, Any]:
     """lm-eval on one checkpoint; per-task sample files in `out_dir`; figures per task."""
-    from crawl2score.config.eval import EvalConfig
     from crawl2score.eval.lineage import checkpoint_lineage
     from crawl2score.eval.runner import evaluate_checkpoint
     from crawl2score.model.checkpoint import resolve_checkpoint
 
-    cfg = EvalConfig.model_validate(section)
     step = resolve_checkpoint(checkpoint)
     logger().info("evaluating %s on %s (%s protocol)", step, ", ".join(cfg.tasks), cfg.protocol)
     results = evaluate_checkpoint(cfg, step, tokenizer=tokenizer, out_dir=out_dir)

@@ -20,8 +20,10 @@ from typing import Any
 
 from prefect import task
 
+from crawl2score.model.config import ModelArgs
+from crawl2score.model.train_config import TrainArgs
 from crawl2score.tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
-from crawl2score.workdir import atomic_write_json, stable_hash
+from crawl2score.workdir import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_CONFIG = "run-config.json"  # the resolved config the trainer reads, in WORKDIR/checkpoints/
@@ -58,30 +60,94 @@ def trainer_command(config_path: Path, workdir: str, nproc: int) -> list[str]:
     ]
 
 
-def resume_key(model: dict[str, Any], train: dict[str, Any], input_keys: list[str]) -> str:
-    """What checkpoints must share with this run to be resumed: model, train minus cosmetic keys, inputs."""
-    from crawl2score.model.train_config import TrainArgs
-
-    return stable_hash({"model": model, "train": TrainArgs.from_dict(train).fingerprint_dict(), "inputs": input_keys})
-
-
-def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> None:
-    """Start over when asked; refuse to resume checkpoints of another run (different config or tokens)."""
+def write_run_config(model: ModelArgs, train: TrainArgs, workdir: str, key: str) -> Path:
+    """WORKDIR/checkpoints/run-config.json: the resolved config the trainer reads, and the stage key its
+    checkpoints belong to. Launchers outside Prefect (Slurm, a shell) start the trainer on this file."""
     ckpt = Path(workdir) / "checkpoints"
-    previous = None
+    ckpt.mkdir(parents=True, exist_ok=True)
+    path = ckpt / RUN_CONFIG
+    atomic_write_json(
+        path, {"model": model.to_dict(), "train": train.to_dict(), "workdir": str(workdir), "stage_key": key}
+    )
+    return path
+
+
+RUN_FILES = ("step-", ".step-", "latest", "metrics.jsonl", "loss_curve", RUN_CONFIG)
+
+
+def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
+    """Make WORKDIR/checkpoints hold only this run's checkpoints (stage key `key`), so the trainer resumes
+    its own run and nothing else.
+
+    Checkpoints written under another key (another config, token set or trainer code) are a finished or
+    abandoned other run: they are moved, not deleted, to `checkpoints/superseded-<key>/` (returned, and
+    logged with its size, so a user can keep or delete them). `fresh` (`--force train`) deletes this run's.
+    """
+    ckpt = Path(workdir) / "checkpoints"
+    if not ckpt.is_dir():
+        return None
     try:
-        previous = json.loads((ckpt / RUN_CONFIG).read_text()).get("resume_key")
+        previous = json.loads((ckpt / RUN_CONFIG).read_text()).get("stage_key")
     except (OSError, ValueError):
-        pass
+        previous = None
+    run_files = [p for p in ckpt.iterdir() if p.name.startswith(RUN_FILES)]
     if fresh:
-        for p in ckpt.glob("*") if ckpt.is_dir() else []:
-            if p.name.startswith(("step-", ".step-", "latest", "metrics.jsonl", "loss_curve")):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        return
-    if previous is not None and previous != key:  # (checkpoints written by hand: the trainer checks them)
-        raise TrainerError(
-            f"{ckpt} holds checkpoints of a different config or token set; rerun with --force train to start over"
+        for p in run_files:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return None
+    if previous is None or previous == key or not run_files:
+        return None
+    aside = ckpt / f"superseded-{previous}"
+    aside.mkdir(exist_ok=True)
+    for p in run_files:
+        os.replace(p, aside / p.name)
+    size = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file())
+    logger().warning(
+        "train: checkpoints of another run (key %s) moved to %s (%.1f MB; delete it to free the space)",
+        previous,
+        aside,
+        size / 1e6,
+    )
+    return aside
+
+
+def _si(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def describe_line(line: str) -> str | None:
+    """The trainer's JSON records as log lines a person reads; the records stay in metrics.jsonl and the
+    artifacts. Other lines (warnings, tracebacks) pass through unchanged; heartbeats are not logged."""
+    if not line.startswith("{"):
+        return line
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return line
+    kind = ev.get("event")
+    if kind == "step":
+        return (
+            f"step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3g} · {_si(ev['tokens_per_s'])} tok/s"
+            f" · lr {ev['lr']:.2e} · MaxVio {ev.get('max_vio_mean', 0.0):.2f}"
         )
+    if kind == "start":
+        resumed = f", resumed from {Path(ev['resumed_from']).name}" if ev.get("resumed_from") else ""
+        return (
+            f"start: {_si(ev['params_total'])} parameters ({_si(ev['params_active'])} active) on {ev['device']}, "
+            f"{ev['world_size']} process(es), {ev['parallelism']}, step {ev['step']}/{ev['steps']}{resumed}"
+        )
+    if kind == "checkpoint":
+        return f"checkpoint {Path(ev['path']).name} written in {ev['seconds']:.1f} s"
+    if kind == "done":
+        return f"done: step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3g} · newest {Path(ev['checkpoint']).name}"
+    if kind == "error":
+        return f"error at step {ev.get('step')}: {ev.get('message')}"
+    if kind == "heartbeat":
+        return None
+    return line
 
 
 class _View:
@@ -207,20 +273,17 @@ def report_run(workdir: str, figures: dict[str, Any]) -> None:
 
 
 @task(name="train", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_unless_deterministic)
-def train_model(
-    model: dict[str, Any], train: dict[str, Any], input_keys: list[str], workdir: str, nproc: int = 1
-) -> dict[str, Any]:
-    """Launch the trainer and stream it; returns the final figures. Resumes from the newest checkpoint."""
+def train_task(model: ModelArgs, train: TrainArgs, workdir: str, key: str, nproc: int = 1) -> dict[str, Any]:
+    """Launch the trainer and stream it; returns the final figures. Resumes from the newest checkpoint.
+
+    `key` is the train stage's key, recorded beside the checkpoints so a later run resumes only its own.
+    """
     log = logger()
-    ckpt = Path(workdir) / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    config_path = ckpt / RUN_CONFIG
-    key = resume_key(model, train, input_keys)
-    atomic_write_json(config_path, {"model": model, "train": train, "workdir": str(workdir), "resume_key": key})
+    config_path = write_run_config(model, train, workdir, key)
     cmd = trainer_command(config_path, workdir, nproc)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{WATCH_PID_ENV: str(os.getpid())})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    view = _View(int(train.get("steps", 1)))
+    view = _View(train.steps)
     start: dict[str, Any] = {}
 
     def on_line(line: str) -> None:
@@ -229,9 +292,11 @@ def train_model(
         view(line)
 
     log.info("train: %s", " ".join(cmd))
-    hang_s = float(train.get("hang_timeout_s") or 0) or None
+    hang_s = float(train.hang_timeout_s or 0) or None
     try:
-        code = run_streaming(cmd, env=env, cwd=str(REPO), on_line=on_line, hang_timeout_s=hang_s)
+        code = run_streaming(
+            cmd, env=env, cwd=str(REPO), on_line=on_line, hang_timeout_s=hang_s, describe=describe_line
+        )
     except HangError:
         log.error("train: HUNG — no step for %.0f s after step %s; trainer killed", hang_s, view.hang_step)
         raise

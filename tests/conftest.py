@@ -34,3 +34,38 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `crawl2score server` on a free loopback port with its own PREFECT_HOME, one per test module.
+
+    `env` is the environment a user's shell would have: none of this process's PREFECT_ settings.
+    """
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    cmd = [sys.executable, "-m", "crawl2score", "server", "--background", "--port", str(port)]
+    out = subprocess.run(
+        [*cmd, "--set", f"prefect.home={home}"], env=env, capture_output=True, text=True, timeout=180, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads((home / "server.json").read_text())
+    yield {"home": home, "port": port, "api_url": info["api_url"], "env": env}
+    try:
+        os.killpg(os.getpgid(info["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        pass

@@ -1,5 +1,6 @@
 """The end-to-end flow on the embedded default, under a Prefect test server: every stage runs, writes its
-figures into the report, and a second run with the same config skips every stage."""
+figures into the report; a second run with the same config skips every stage; a changed setting or a
+changed line of a stage's code redoes that stage and every later one, and nothing before it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from crawl2score.config import load_config
 from crawl2score.workdir import STAGES
 
 
-def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness) -> None:
+def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) -> None:
+    from crawl2score import workdir
     from crawl2score.flows.pipeline import pipeline
+
+    # Stand-in for a line of the data stage's code: one more file counted in its code version, which the
+    # test edits later as a developer edits a filter threshold.
+    threshold = tmp_path / "threshold.py"
+    threshold.write_text("MIN_WORDS = 50\n")
+    monkeypatch.setitem(workdir.STAGE_CODE, "data", (*workdir.STAGE_CODE["data"], str(threshold)))
+    workdir.code_version.cache_clear()
 
     cfg = load_config(
         "tiny",
@@ -38,3 +47,16 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness) -> None:
 
     forced = pipeline(config=cfg, force=["eval"], stages=["eval"])
     assert list(forced["stages"]) == ["eval"] and not forced["stages"]["eval"]["skipped"]
+
+    def redone(result) -> list[str]:
+        return [s for s, r in result["stages"].items() if not r["skipped"]]
+
+    # A tokenizer setting: the tokenizer and everything after it redo; the data stage is current.
+    retuned = cfg.model_copy(update={"tokenizer": cfg.tokenizer.model_copy(update={"min_frequency": 3})})
+    assert redone(pipeline(config=retuned)) == ["tokenizer", "tokens", "train", "eval"]
+
+    # The data stage's code: every stage redoes.
+    threshold.write_text("MIN_WORDS = 40\n")
+    workdir.code_version.cache_clear()
+    assert redone(pipeline(config=retuned)) == list(STAGES)
+    workdir.code_version.cache_clear()

@@ -1,4 +1,4 @@
-"""`tokenizer` (train the byte-level BPE) and `tokenize` (encode the corpus into training shards)."""
+"""`tokenizer` (train the byte-level BPE) and `tokens` (encode the corpus into training shards)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from crawl2score.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for name, func, help_text in (
-        ("tokenizer", cmd_tokenizer, "train the byte-level BPE (tokenizer.vocab_size entries) into WORKDIR/tokenizer"),
-        ("tokenize", cmd_tokenize, "encode the corpus into uint32 shards + manifest in WORKDIR/tokens"),
+    for name, func, help_text, aliases in (
+        (
+            "tokenizer",
+            cmd_tokenizer,
+            "train the byte-level BPE (tokenizer.vocab_size entries) into WORKDIR/tokenizer",
+            [],
+        ),
+        ("tokens", cmd_tokens, "encode the corpus into uint32 shards + manifest in WORKDIR/tokens", ["tokenize"]),
     ):
-        p = subparsers.add_parser(name, help=help_text)
+        p = subparsers.add_parser(name, help=help_text, description=help_text, aliases=aliases)
         add_common_args(p)
         p.add_argument(
             "--input",
@@ -52,20 +57,24 @@ def _check_inputs(cfg: Config, need_tokenizer: bool) -> None:
         raise CLIError(f"{cfg.workdir}/tokenizer: no trained tokenizer (run `crawl2score tokenizer` first)")
 
 
-def _run(args: argparse.Namespace, flow_name: str) -> int:
+def cmd_tokenizer(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _check_inputs(cfg, need_tokenizer=flow_name == "tokenize_flow")
+    _check_inputs(cfg, need_tokenizer=False)
     prepare_prefect(cfg)
-    import crawl2score.flows.tokenizer as module
+    from crawl2score.flows.tokenizer import tokenizer_flow
 
-    result: dict[str, Any] = getattr(module, flow_name)(config=cfg, force=args.force)
+    return _print(tokenizer_flow(config=cfg, force=args.force))
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _check_inputs(cfg, need_tokenizer=True)
+    prepare_prefect(cfg)
+    from crawl2score.flows.tokens import tokens_flow
+
+    return _print(tokens_flow(config=cfg, force=args.force))
+
+
+def _print(result: dict[str, Any]) -> int:
     print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
     return 0
-
-
-def cmd_tokenizer(args: argparse.Namespace) -> int:
-    return _run(args, "tokenizer_flow")
-
-
-def cmd_tokenize(args: argparse.Namespace) -> int:
-    return _run(args, "tokenize_flow")

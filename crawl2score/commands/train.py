@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="processes on this node (default: one per GPU, or 1 on CPU); N > 1 runs torchrun",
     )
     p.add_argument("--force", action="store_true", help="start over even if checkpoints or a finished run exist")
+    p.add_argument(
+        "--prepare",
+        action="store_true",
+        help="write WORKDIR/checkpoints/run-config.json and print the trainer command, without training "
+        "(for launchers such as infra/slurm_train.sbatch)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -31,11 +37,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from crawl2score.workdir import read_marker
 
     if not read_marker(cfg.workdir, "tokens"):
-        raise CLIError(f"{cfg.workdir}/tokens: no completed tokenization (run `crawl2score tokenize` first)")
+        raise CLIError(f"{cfg.workdir}/tokens: no completed tokenization (run `crawl2score tokens` first)")
     if cfg.train.global_batch_size % (args.nproc or 1):
         raise CLIError(
             f"train.global_batch_size {cfg.train.global_batch_size} is not a multiple of --nproc {args.nproc}"
         )
+    if args.prepare:
+        from crawl2score.flows.train import prepare_run
+
+        path, cmd = prepare_run(cfg, args.nproc or 1)
+        print(f"run config: {path}\ntrainer command (one node): {' '.join(cmd)}")
+        return 0
     prepare_prefect(cfg)
     from crawl2score.flows.train import train_flow
 

@@ -41,7 +41,7 @@ class PrefectConfig(BaseModel):
     cpu_pool: str = "cpu"
     train_deployment: str | None = Field(
         None,
-        description="run the pipeline's train stage as this deployment (e.g. train_flow/train, on the gpu pool) "
+        description="run the pipeline's train stage as this deployment (e.g. train/train, on the gpu pool) "
         "instead of in-process; needs a server and a worker sharing the work directory",
     )
 
@@ -73,8 +73,19 @@ class Config(BaseModel):
         return value
 
     def section_dict(self, section: str) -> dict[str, Any]:
-        """A section as plain JSON-able data, for stage keys and subprocess configs."""
+        """A section as plain JSON-able data, for subprocess configs and artifacts."""
         return self.model_dump(mode="json")[section]
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The part of the config that decides a stage's output: what its key hashes (crawl2score.workdir).
+
+        Both tokenizer stages read the `tokenizer` section. Training is decided by the model and the train
+        section less the keys that only change how a run is observed or stored (`train.log_every`, ...,
+        see `TrainArgs.fingerprint_dict`), so changing those neither redoes nor blocks a resume.
+        """
+        if stage == "train":
+            return {"model": self.section_dict("model"), "train": self.train.fingerprint_dict()}
+        return self.section_dict({"tokens": "tokenizer"}.get(stage, stage))
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

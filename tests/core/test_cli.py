@@ -2,31 +2,59 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 
+import pytest
+
 from crawl2score.cli import build_parser, main
 
+# Each subcommand and options of its own that its help must show. The stage commands are named as the
+# stages are everywhere else (flows, deployments, work-directory folders).
+COMMON = ["--config", "--workdir", "--set"]
+COMMANDS: dict[str, list[str]] = {
+    "run": [*COMMON, "--input", "--force", "--stages"],
+    "data": [*COMMON, "--input", "--force"],
+    "tokenizer": [*COMMON, "--input", "--force"],
+    "tokens": [*COMMON, "--input", "--force"],
+    "train": [*COMMON, "--nproc", "--force"],
+    "eval": [*COMMON, "--protocol", "--limit", "--checkpoint", "--force"],
+    "score": ["--predictions", "--details", "--benchmarks-dir"],
+    "sample-data": ["--pages", "--seed"],
+    "server": [*COMMON, "--port", "--background"],
+    "config": [*COMMON, "--keys"],
+    "deploy": [*COMMON, "--source"],
+    "worker": [*COMMON, "--pool", "--limit"],
+    "model-info": ["--preset", "--config", "--set", "--json"],
+    "export-hf": ["--tokenizer"],
+    "import-hf": [],
+}
 
-def test_help_lists_every_stage_command() -> None:
-    text = build_parser().format_help()
-    for command in (
-        "run",
-        "data",
-        "sample-data",
-        "server",
-        "tokenizer",
-        "tokenize",
-        "train",
-        "eval",
-        "score",
-        "model-info",
-        "export-hf",
-        "import-hf",
-        "deploy",
-        "worker",
-    ):
-        assert command in text, command
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+def test_the_subcommands_are_exactly_the_documented_ones() -> None:
+    primary = {name for name, sub in _subcommands().items() if sub.prog.endswith(f" {name}")}
+    assert primary == set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_subcommand_shows_its_own_help(name: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: crawl2score {name} ")
+    shown = set(re.findall(r"^\s+(--[a-z-]+)", text, flags=re.M))
+    assert set(COMMANDS[name]) <= shown, sorted(set(COMMANDS[name]) - shown)
+    # the help names this command's own purpose, not the top-level list of commands
+    assert "{run,data" not in text
 
 
 def test_bad_override_exits_2_with_one_line(tmp_path, capsys) -> None:

@@ -14,15 +14,14 @@ def _config(tmp_path, **data) -> Config:
 
 
 def test_tasks_alone(tmp_path, small_sample):
-    from crawl2score.tasks.data import resolve_data_inputs, run_data_pipeline, write_sample_data
+    from crawl2score.tasks.data import data_inputs_task, data_task, write_sample_data
 
     counts = write_sample_data.fn(str(tmp_path / "s"), pages=100, seed=1)
     assert counts["pages"] == 100
     cfg = _config(tmp_path, input=[str(small_sample / "sample.warc.gz")])
-    section = cfg.section_dict("data")
-    inputs = resolve_data_inputs.fn(section, cfg.workdir)
+    inputs = data_inputs_task.fn(cfg.data, cfg.workdir)
     assert inputs == [str(small_sample / "sample.warc.gz")]
-    figures = run_data_pipeline.fn(section, ["k"], cfg.workdir, inputs, "k")
+    figures = data_task.fn(cfg.data, cfg.workdir, inputs, "k")
     assert figures["output_documents"] > 50
 
 

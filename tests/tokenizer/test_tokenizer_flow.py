@@ -30,7 +30,8 @@ def _fake_data_stage(workdir: Path, small_corpus: list[Path]) -> None:
 
 
 def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_harness) -> None:
-    from crawl2score.flows.tokenizer import tokenize_flow, tokenizer_flow
+    from crawl2score.flows.tokenizer import tokenizer_flow
+    from crawl2score.flows.tokens import tokens_flow as tokenize_flow
 
     _fake_data_stage(tmp_path, small_corpus)
     cfg = _config(tmp_path)
@@ -53,25 +54,34 @@ def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_ha
     assert read_marker(tmp_path, "tokens")["key"] == tokenize_flow(cfg)["key"]
 
 
-def test_explicit_input_keys_and_user_input(tmp_path: Path, small_corpus, prefect_harness) -> None:
+def test_user_input_is_keyed_on_its_files(tmp_path: Path, small_corpus, prefect_harness) -> None:
+    """With `tokenizer.input` no data stage is needed; editing a corpus file makes the tokenizer stale."""
+    import shutil
+
     from crawl2score.flows.tokenizer import tokenizer_flow
 
-    cfg = _config(tmp_path, input=str(small_corpus[0].parent))
-    result = tokenizer_flow(cfg, input_keys=["custom"])
-    assert not result["skipped"]
-    assert tokenizer_flow(cfg, input_keys=["custom"])["skipped"]
-    assert not tokenizer_flow(cfg)["skipped"]  # keyed on the files' fingerprint instead
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_corpus[0].parent, corpus)
+    cfg = _config(tmp_path / "work", input=str(corpus))
+    first = tokenizer_flow(cfg)
+    assert not first["skipped"] and first["key"] == tokenizer_flow(cfg)["key"]
+    assert tokenizer_flow(cfg)["skipped"]
+    edited = sorted(p for p in corpus.iterdir() if p.is_file())[0]
+    edited.write_bytes(edited.read_bytes() + b"\n")
+    again = tokenizer_flow(cfg)
+    assert not again["skipped"] and again["key"] != first["key"]
 
 
 def test_tasks_run_alone(tmp_path: Path, small_corpus) -> None:
-    from crawl2score.tasks.tokenizer import resolve_tokenizer_inputs, tokenize_corpus, train_tokenizer_task
+    from crawl2score.tasks.tokenizer import corpus_files_task, tokenizer_task
+    from crawl2score.tasks.tokens import tokens_task
 
-    section = _config(tmp_path, input=str(small_corpus[0].parent)).section_dict("tokenizer")
-    files = resolve_tokenizer_inputs.fn(section, str(tmp_path))
+    section = _config(tmp_path, input=str(small_corpus[0].parent)).tokenizer
+    files = corpus_files_task.fn(section, str(tmp_path))
     assert files == [str(p) for p in small_corpus]
-    figures = train_tokenizer_task.fn(section, ["k"], str(tmp_path), files)
+    figures = tokenizer_task.fn(section, str(tmp_path), files)
     assert figures["vocab_size"] == FLOW_VOCAB
-    tokens = tokenize_corpus.fn(section, ["k", "t"], str(tmp_path), files)
+    tokens = tokens_task.fn(section, str(tmp_path), files)
     assert tokens["num_tokens"] == TokenShards(tmp_path / "tokens").num_tokens
 
 
@@ -81,7 +91,7 @@ def test_cli_fails_in_one_line_without_inputs(tmp_path: Path, capsys) -> None:
     assert main(["tokenizer", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "crawl2score data" in err
-    assert main(["tokenize", "--workdir", str(tmp_path), "--input", str(tmp_path / "*.jsonl")]) == 2
+    assert main(["tokens", "--workdir", str(tmp_path), "--input", str(tmp_path / "*.jsonl")]) == 2
     assert "no .jsonl" in capsys.readouterr().err
 
 
@@ -89,21 +99,21 @@ def test_cli_parses_both_subcommands() -> None:
     from crawl2score.cli import build_parser
 
     parser = build_parser()
-    for name in ("tokenizer", "tokenize"):
+    for name in ("tokenizer", "tokens"):
         args = parser.parse_args(
             [name, "--input", "corpus/*.jsonl.gz", "--force", "--set", "tokenizer.vocab_size=4096"]
         )
         assert args.input == "corpus/*.jsonl.gz" and args.force and args.overrides == ["tokenizer.vocab_size=4096"]
 
 
-@pytest.mark.parametrize("cmd", ["tokenizer", "tokenize"])
+@pytest.mark.parametrize("cmd", ["tokenizer", "tokens"])
 def test_cli_runs_the_stage(tmp_path: Path, small_corpus, prefect_harness, capsys, cmd) -> None:
     from crawl2score.cli import main
 
     common = ["--workdir", str(tmp_path), "--input", str(small_corpus[0].parent / "*.jsonl.gz")]
     sets = ["--set", f"tokenizer.vocab_size={FLOW_VOCAB}", "--set", "tokenizer.baseline=false"]
     sets += ["--set", "tokenizer.byte_budget=300000"]
-    if cmd == "tokenize":
+    if cmd == "tokens":
         assert main(["tokenizer", *common, *sets]) == 0
         capsys.readouterr()
     assert main([cmd, *common, *sets]) == 0

@@ -37,15 +37,52 @@ def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir
     assert (ckpt / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert train_flow(config=cfg, nproc=1)["skipped"]
 
+    # What the run's logs show of the trainer's JSON records: lines a person reads.
+    import re
+
+    from crawl2score.tasks.train import describe_line
+
+    records = (ckpt / "metrics.jsonl").read_text().splitlines()
+    shown = [describe_line(r) for r in records]
+    steps = [s for s in shown if s and s.startswith("step ")]
+    assert len(steps) == 4
+    pattern = r"step \d+/4 · loss [\d.]+ · [\d.]+[kMG]? tok/s · lr [\d.e+-]+ · MaxVio [\d.]+"
+    assert all(re.fullmatch(pattern, s) for s in steps), steps
+    assert not any(s and s.startswith("{") for s in shown)
+
 
 def test_hung_trainer_is_killed_and_reported(tmp_path, tokens_dir, monkeypatch):
-    from crawl2score.tasks.train import train_model
+    from crawl2score.tasks.train import train_task
 
     cfg = _config(tmp_path, tokens_dir, steps=50, hang_timeout_s=20.0)
     monkeypatch.setenv(STALL_ENV, "2")
     t0 = time.monotonic()
     with pytest.raises(HangError, match="hung"):
-        train_model.fn(cfg.section_dict("model"), cfg.section_dict("train"), ["k"], cfg.workdir, nproc=1)
+        train_task.fn(cfg.model, cfg.train, cfg.workdir, "k", nproc=1)
     assert time.monotonic() - t0 < 120
     # the trainer stalled after step 2: nothing past it was logged
     assert not (tmp_path / "work/checkpoints/step-50").exists()
+
+
+def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
+    """A stale train stage (new tokens, config or code) starts over; the other run's checkpoints are kept."""
+    import json
+
+    from crawl2score.tasks.train import RUN_CONFIG, prepare_checkpoints
+
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "step-2").mkdir(parents=True)
+    (ckpt / "step-2" / "model.safetensors").write_bytes(b"w")
+    (ckpt / "latest").write_text("step-2\n")
+    (ckpt / RUN_CONFIG).write_text(json.dumps({"stage_key": "old"}))
+
+    assert prepare_checkpoints(str(tmp_path), "old", fresh=False) is None  # same run: resume
+    assert (ckpt / "latest").exists()
+    aside = prepare_checkpoints(str(tmp_path), "new", fresh=False)
+    assert aside == ckpt / "superseded-old"
+    assert (aside / "step-2" / "model.safetensors").read_bytes() == b"w"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
+
+    (ckpt / "step-4").mkdir()
+    prepare_checkpoints(str(tmp_path), "new", fresh=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]

@@ -1,0 +1,155 @@
+"""Deployment runs the way a user starts them: a real Prefect server on loopback, `crawl2score deploy`, one
+process worker per pool (`cpu`, `gpu`), runs created through the API (what the UI's Run button does), and
+the outcome read back through the API: states, subflow runs, the pool each ran on, artifacts.
+
+One server and one pair of workers for the module; the `tiny` preset cut to a few steps keeps each run to
+a minute or two on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ["data", "tokenizer", "tokens", "train", "eval"]
+TINY = [
+    "data.sample_pages=600",
+    "train.steps=4",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "eval.limit=1",
+    "eval.max_new_tokens=8",
+    "eval.tasks=[math500]",
+    "prefect.train_deployment=train/train",  # the pipeline hands training to the gpu pool
+]
+RUN_TIMEOUT_S = 900
+
+
+def api(server: dict[str, Any], method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"{server['api_url']}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+@pytest.fixture(scope="module")
+def deployed(server, tmp_path_factory):
+    """`crawl2score deploy` with the tiny settings, then a worker on each pool for the whole module."""
+    work = tmp_path_factory.mktemp("deployed") / "work"
+    env = dict(server["env"], PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5")
+    common = ["--set", f"prefect.home={server['home']}"]
+    overrides = [arg for item in TINY for arg in ("--set", item)]
+    out = subprocess.run(
+        [sys.executable, "-m", "crawl2score", "deploy", "--workdir", str(work), *common, *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    logs = tmp_path_factory.mktemp("worker-logs")
+    workers = {}
+    for pool in ("cpu", "gpu"):
+        log = open(logs / f"{pool}.log", "wb")  # noqa: SIM115 - closed at teardown
+        workers[pool] = (
+            subprocess.Popen(
+                [sys.executable, "-m", "crawl2score", "worker", "--pool", pool, *common],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+            log,
+        )
+    yield {"work": work, "logs": logs}
+    for proc, log in workers.values():
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def deployment(server, name: str) -> dict[str, Any]:
+    flow, dep = name.split("/")
+    return api(server, "GET", f"/deployments/name/{flow}/{dep}")
+
+
+def run_deployment(server, name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create a flow run of a deployment (as the UI's Run button does) and wait for a final state."""
+    dep = deployment(server, name)
+    body = {"parameters": parameters} if parameters is not None else {}
+    run = api(server, "POST", f"/deployments/{dep['id']}/create_flow_run", body)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = api(server, "GET", f"/flow_runs/{run['id']}")
+        if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        time.sleep(2)
+    raise AssertionError(f"{name}: flow run {run['id']} still {run['state']['type']} after {RUN_TIMEOUT_S} s")
+
+
+def all_flow_runs(server) -> list[dict[str, Any]]:
+    runs = api(server, "POST", "/flow_runs/filter", {"limit": 200})
+    flows = {f["id"]: f["name"] for f in api(server, "POST", "/flows/filter", {"limit": 200})}
+    for r in runs:
+        r["flow_name"] = flows.get(r["flow_id"])
+    return runs
+
+
+def latest_artifact(server, key: str) -> Any:
+    art = api(server, "GET", f"/artifacts/{key}/latest")
+    data = art["data"]
+    return json.loads(data) if isinstance(data, str) and data[:1] in "[{" else data
+
+
+def test_pipeline_deployment_runs_every_stage_through_the_workers(server, deployed) -> None:
+    run = run_deployment(server, "pipeline/pipeline")
+    assert run["state"]["type"] == "COMPLETED", (run["state"], (deployed["logs"] / "cpu.log").read_text()[-4000:])
+    assert run["work_pool_name"] == "cpu"
+
+    runs = all_flow_runs(server)
+    by_flow = {r["flow_name"]: r for r in runs}
+    for stage in STAGES:
+        assert by_flow[stage]["state"]["type"] == "COMPLETED", stage
+    # training was handed to the gpu pool: its flow run belongs to the train deployment, run by that worker
+    train_runs = [r for r in runs if r["flow_name"] == "train"]
+    assert any(r["work_pool_name"] == "gpu" and r["deployment_id"] for r in train_runs)
+    assert (deployed["work"] / "checkpoints" / "latest").read_text().strip() == "step-4"
+
+    for key in ("data-figures", "tokenizer-figures", "tokens-figures", "train-figures", "eval-figures"):
+        assert latest_artifact(server, key), key
+    stages = latest_artifact(server, "pipeline-stages")
+    assert [row["stage"] for row in stages] == STAGES and not any(row["skipped"] for row in stages)
+
+    # The same deployment again, same parameters: every stage is current.
+    again = run_deployment(server, "pipeline/pipeline")
+    assert again["state"]["type"] == "COMPLETED"
+    assert all(row["skipped"] for row in latest_artifact(server, "pipeline-stages"))
+
+
+def test_each_stage_deployment_in_order_on_a_shared_work_directory(server, deployed, tmp_path) -> None:
+    params = deployment(server, "data/data")["parameters"]
+    config = dict(params["config"], workdir=str(tmp_path / "work"))
+    for stage in STAGES:
+        run = run_deployment(server, f"{stage}/{stage}", {"config": config})
+        pool = "gpu" if stage == "train" else "cpu"
+        assert run["state"]["type"] == "COMPLETED", (stage, run["state"])
+        assert run["work_pool_name"] == pool, stage
+        assert (tmp_path / "work" / {"train": "checkpoints"}.get(stage, stage) / ".stage.json").is_file(), stage
