@@ -31,7 +31,7 @@ def prepare_run(config: Config, nproc: int) -> tuple[Path, list[str]]:
     key = stage_key("train", config.stage_config("train"), train_inputs(config))
     prepare_checkpoints(config.workdir, key, fresh=False)
     path = write_run_config(config.model, config.train, config.workdir, key)
-    return path, trainer_command(path, config.workdir, nproc)
+    return path, trainer_command(path, config.workdir, nproc, config.launch)
 
 
 @flow(name="train")
@@ -46,7 +46,8 @@ def train_flow(config: Config, force: bool = False, nproc: int | None = None) ->
 
     def body(key: str) -> dict[str, Any]:
         prepare_checkpoints(config.workdir, key, fresh=force)
-        return train_task(config.model, config.train, config.workdir, key, nproc or default_nproc())
+        procs = nproc or config.launch.nproc or default_nproc()
+        return train_task(config.model, config.train, config.workdir, key, procs, config.launch)
 
     return run_stage("train", config, input_keys, body, force=force)
 

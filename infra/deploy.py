@@ -51,6 +51,55 @@ def ensure_pools(cfg: Config) -> list[str]:
     return made
 
 
+ZOMBIE_AUTOMATION = "crawl2score: crash flow runs whose heartbeats stop"
+
+
+def ensure_zombie_automation(cfg: Config) -> str:
+    """The automation Prefect's docs prescribe for self-hosted servers ("detect zombie flows"): a
+    deployment run whose heartbeats stop (its machine or worker died) is marked Crashed after
+    `prefect.zombie_after_s`, so the UI stops showing it Running and a new run can resume its checkpoints.
+    Workers started by `crawl2score worker` send heartbeats every `prefect.heartbeat_s`."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        existing = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:  # none of that name
+        existing = None
+    if existing is not None:
+        existing.delete()  # re-created below with this config's timing
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=cfg.prefect.zombie_after_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {cfg.prefect.zombie_after_s} s: the worker or its machine stopped",
+            )
+        ],
+    ).create()
+    return f"automation {ZOMBIE_AUTOMATION!r} ({'updated' if existing else 'created'}; {cfg.prefect.zombie_after_s} s)"
+
+
 def deploy_all(cfg: Config, source: str | None = None) -> Iterator[str]:
     """Create the pools, then every deployment of prefect.yaml with this config as its default parameter.
 
@@ -59,6 +108,7 @@ def deploy_all(cfg: Config, source: str | None = None) -> Iterator[str]:
     from prefect import flow
 
     yield from ensure_pools(cfg)
+    yield ensure_zombie_automation(cfg)
     pools = {"cpu": cfg.prefect.cpu_pool, "gpu": cfg.prefect.gpu_pool}
     for spec in declared_deployments():
         pool = spec["work_pool"]

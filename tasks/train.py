@@ -20,6 +20,7 @@ from typing import Any
 
 from prefect import task
 
+from crawl2score.config.launch import LaunchConfig
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.train_config import TrainArgs
 from crawl2score.tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
@@ -45,12 +46,23 @@ def _retry_unless_deterministic(task, task_run, state) -> bool:
     return False
 
 
-def trainer_command(config_path: Path, workdir: str, nproc: int) -> list[str]:
-    """One process: plain Python. Several: torchrun on this node (standalone rendezvous on a free port)."""
-    launch = [sys.executable]
-    if nproc > 1:
-        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return launch + [
+def trainer_command(config_path: Path, workdir: str, nproc: int, launch: LaunchConfig | None = None) -> list[str]:
+    """One process on one node: plain Python. Several on one node: torchrun with a standalone rendezvous.
+    Several nodes: torchrun with the `launch` section's rendezvous, the same command on every node."""
+    launch = launch or LaunchConfig()
+    cmd = [sys.executable]
+    if launch.nnodes > 1:
+        cmd += ["-m", "torch.distributed.run", f"--nnodes={launch.nnodes}", f"--nproc-per-node={nproc}"]
+        if launch.node_rank is not None:
+            cmd.append(f"--node-rank={launch.node_rank}")
+        cmd += [
+            f"--rdzv-backend={launch.rdzv_backend}",
+            f"--rdzv-endpoint={launch.rdzv_endpoint}",
+            f"--rdzv-id={launch.rdzv_id}",
+        ]
+    elif nproc > 1:
+        cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return cmd + [
         "-m",
         "crawl2score.model.train",
         "--config",
@@ -135,9 +147,10 @@ def describe_line(line: str) -> str | None:
         )
     if kind == "start":
         resumed = f", resumed from {Path(ev['resumed_from']).name}" if ev.get("resumed_from") else ""
+        parallel = f" ({ev['parallelism']})" if ev.get("parallelism") not in (None, "none") else ""
         return (
             f"start: {_si(ev['params_total'])} parameters ({_si(ev['params_active'])} active) on {ev['device']}, "
-            f"{ev['world_size']} process(es), {ev['parallelism']}, step {ev['step']}/{ev['steps']}{resumed}"
+            f"{ev['world_size']} process(es){parallel}, step {ev['step']}/{ev['steps']}{resumed}"
         )
     if kind == "checkpoint":
         return f"checkpoint {Path(ev['path']).name} written in {ev['seconds']:.1f} s"
@@ -273,14 +286,16 @@ def report_run(workdir: str, figures: dict[str, Any]) -> None:
 
 
 @task(name="train", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_unless_deterministic)
-def train_task(model: ModelArgs, train: TrainArgs, workdir: str, key: str, nproc: int = 1) -> dict[str, Any]:
+def train_task(
+    model: ModelArgs, train: TrainArgs, workdir: str, key: str, nproc: int = 1, launch: LaunchConfig | None = None
+) -> dict[str, Any]:
     """Launch the trainer and stream it; returns the final figures. Resumes from the newest checkpoint.
 
     `key` is the train stage's key, recorded beside the checkpoints so a later run resumes only its own.
     """
     log = logger()
     config_path = write_run_config(model, train, workdir, key)
-    cmd = trainer_command(config_path, workdir, nproc)
+    cmd = trainer_command(config_path, workdir, nproc, launch)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{WATCH_PID_ENV: str(os.getpid())})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     view = _View(train.steps)

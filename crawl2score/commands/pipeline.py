@@ -114,5 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise CLIError("worker needs a Prefect server: start `crawl2score server` or set prefect.api_url")
     pool = args.pool or cfg.prefect.gpu_pool
+    # Flow runs started by this worker inherit its environment: heartbeats drive the zombie automation.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(cfg.prefect.heartbeat_s))
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(args.limit)]
     os.execvpe(cmd[0], cmd, os.environ)

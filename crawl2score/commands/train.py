@@ -45,8 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.prepare:
         from crawl2score.flows.train import prepare_run
 
-        path, cmd = prepare_run(cfg, args.nproc or 1)
-        print(f"run config: {path}\ntrainer command (one node): {' '.join(cmd)}")
+        path, cmd = prepare_run(cfg, args.nproc or cfg.launch.nproc or 1)
+        where = "every node" if cfg.launch.nnodes > 1 else "this node"
+        print(f"run config: {path}\ntrainer command ({where}): {' '.join(cmd)}")
         return 0
     prepare_prefect(cfg)
     from crawl2score.flows.train import train_flow

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crawl2score.config.data import DataConfig
 from crawl2score.config.eval import EvalConfig
+from crawl2score.config.launch import LaunchConfig
 from crawl2score.config.tokenizer import TokenizerConfig
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.presets import PRESETS, get_preset
@@ -44,6 +45,14 @@ class PrefectConfig(BaseModel):
         description="run the pipeline's train stage as this deployment (e.g. train/train, on the gpu pool) "
         "instead of in-process; needs a server and a worker sharing the work directory",
     )
+    heartbeat_s: int = Field(
+        30, ge=30, description="flow-run heartbeat period of deployment runs (set on `crawl2score worker`)"
+    )
+    zombie_after_s: int = Field(
+        120,
+        ge=60,
+        description="a deployment run silent this long is marked Crashed (automation made by `crawl2score deploy`)",
+    )
 
 
 class Config(BaseModel):
@@ -56,6 +65,7 @@ class Config(BaseModel):
     model: ModelArgs = Field(default_factory=ModelArgs)
     train: TrainArgs = Field(default_factory=TrainArgs)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
 
     @field_validator("model", mode="before")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,20 @@ RUN_TIMEOUT_S = 900
 
 
 def api(server: dict[str, Any], method: str, path: str, body: Any = None) -> Any:
+    """One REST call; a busy server's 503/429 is retried as Prefect's own client does."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"{server['api_url']}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+    for attempt in range(6):
+        req = urllib.request.Request(
+            f"{server['api_url']}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+            return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 5:
+                raise
+            time.sleep(2**attempt)
 
 
 @pytest.fixture(scope="module")
@@ -62,28 +70,30 @@ def deployed(server, tmp_path_factory):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     logs = tmp_path_factory.mktemp("worker-logs")
-    workers = {}
-    for pool in ("cpu", "gpu"):
-        log = open(logs / f"{pool}.log", "wb")  # noqa: SIM115 - closed at teardown
-        workers[pool] = (
-            subprocess.Popen(
+    workers: dict[str, subprocess.Popen] = {}
+
+    def start(pool: str) -> None:
+        with open(logs / f"{pool}.log", "ab") as log:
+            workers[pool] = subprocess.Popen(
                 [sys.executable, "-m", "crawl2score", "worker", "--pool", pool, *common],
                 env=env,
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-            ),
-            log,
-        )
-    yield {"work": work, "logs": logs}
-    for proc, log in workers.values():
+            )
+
+    for pool in ("cpu", "gpu"):
+        start(pool)
+    yield {"work": work, "logs": logs, "workers": workers, "restart": start}
+    for proc in workers.values():
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def deployment(server, name: str) -> dict[str, Any]:
@@ -153,3 +163,81 @@ def test_each_stage_deployment_in_order_on_a_shared_work_directory(server, deplo
         assert run["state"]["type"] == "COMPLETED", (stage, run["state"])
         assert run["work_pool_name"] == pool, stage
         assert (tmp_path / "work" / {"train": "checkpoints"}.get(stage, stage) / ".stage.json").is_file(), stage
+
+
+def trainer_pids(workdir: Path) -> list[int]:
+    """Live trainer processes of this work directory (their command line names its run config)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if "crawl2score.model.train" in cmdline and str(workdir) in cmdline and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def long_training(server, deployed) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """A train deployment run long enough to interrupt, on the pipeline test's tokens; returns once it has
+    written a checkpoint of its own."""
+    config = deployment(server, "train/train")["parameters"]["config"]
+    config = dict(config, train=dict(config["train"], steps=10_000, checkpoint_every=2))
+    dep = deployment(server, "train/train")
+    run = api(server, "POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {"config": config}})
+    work = Path(config["workdir"])
+    latest = work / "checkpoints" / "latest"
+    wait_for(
+        lambda: trainer_pids(work) and latest.is_file() and latest.read_text().strip() not in ("", "step-4"),
+        600,
+        "a checkpoint of the long run",
+    )
+    return run, work, config
+
+
+def test_cancel_from_the_api_stops_the_trainer_and_keeps_the_last_checkpoint(server, deployed) -> None:
+    """What the UI's Cancel button does: the run goes Cancelling; the worker ends the flow-run process and
+    the trainer's whole process group, the run ends Cancelled, and the newest checkpoint loads."""
+    from safetensors.torch import load_file
+
+    run, work, _ = long_training(server, deployed)
+    assert trainer_pids(work)
+    api(server, "POST", f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+    wait_for(lambda: not trainer_pids(work), 30, "trainer processes gone after cancel")
+    wait_for(lambda: api(server, "GET", f"/flow_runs/{run['id']}")["state"]["type"] == "CANCELLED", 60, "run Cancelled")
+    newest = work / "checkpoints" / (work / "checkpoints" / "latest").read_text().strip()
+    assert load_file(str(newest / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_killed_worker_is_marked_crashed_and_a_new_run_resumes(server, deployed) -> None:
+    """A machine loss: the gpu worker and everything under it get SIGKILL mid-training. Heartbeats stop,
+    the zombie automation marks the run Crashed, and a new run of the deployment resumes the checkpoints."""
+    run, work, config = long_training(server, deployed)
+    os.killpg(deployed["workers"]["gpu"].pid, signal.SIGKILL)
+    for pid in trainer_pids(work):  # the trainer runs in its own session: part of the same lost machine
+        os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: api(server, "GET", f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED",
+        600,
+        "run marked Crashed by the zombie automation",
+    )
+    resumed_from = work / "checkpoints" / (work / "checkpoints" / "latest").read_text().strip()
+    deployed["restart"]("gpu")
+    dep = deployment(server, "train/train")
+    again = api(server, "POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {"config": config}})
+    metrics = work / "checkpoints" / "metrics.jsonl"
+    wait_for(lambda: f'"resumed_from": "{resumed_from}"' in metrics.read_text(), 600, "the new run resumed")
+    api(server, "POST", f"/flow_runs/{again['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+    wait_for(lambda: not trainer_pids(work), 60, "trainer stopped")

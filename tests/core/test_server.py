@@ -31,3 +31,16 @@ def test_deploy_creates_pools_and_deployments(server) -> None:
     ) as resp:
         pool = json.loads(resp.read())
     assert pool["type"] == "process" and pool["concurrency_limit"] == 1
+
+    # The zombie-run automation Prefect prescribes for self-hosted servers, with the config's timing.
+    req = urllib.request.Request(
+        f"{server['api_url']}/automations/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        automations = {a["name"]: a for a in json.loads(resp.read())}
+    zombie = automations["crawl2score: crash flow runs whose heartbeats stop"]
+    assert zombie["trigger"]["posture"] == "Proactive" and zombie["trigger"]["within"] == 120
+    assert zombie["actions"][0]["type"] == "change-flow-run-state" and zombie["actions"][0]["state"] == "CRASHED"

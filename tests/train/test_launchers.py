@@ -75,3 +75,26 @@ def test_sbatch_without_prepare_is_a_one_line_error(tmp_path) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "crawl2score train --prepare" in out.stderr
+
+
+def test_torchrun_command_lines_from_the_launch_section() -> None:
+    from crawl2score.config.launch import LaunchConfig
+    from crawl2score.tasks.train import trainer_command
+
+    cfg, work = Path("/w/checkpoints/run-config.json"), "/w"
+    tail = ["-m", "crawl2score.model.train", "--config", str(cfg), "--workdir", str(Path(work).resolve())]
+    assert trainer_command(cfg, work, 1) == [sys.executable, *tail]
+    assert trainer_command(cfg, work, 8) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8", *tail
+    ]  # fmt: skip
+    multi = LaunchConfig(nnodes=4, node_rank=2, rdzv_endpoint="node0:29500", rdzv_id="job-7")
+    assert trainer_command(cfg, work, 8, multi) == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=4", "--nproc-per-node=8", "--node-rank=2",
+        "--rdzv-backend=c10d", "--rdzv-endpoint=node0:29500", "--rdzv-id=job-7", *tail,
+    ]  # fmt: skip
+
+
+def test_several_nodes_need_a_rendezvous(tmp_path, capsys) -> None:
+    code = main(["train", "--prepare", "--workdir", str(tmp_path), "--set", "launch.nnodes=2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "launch.rdzv_endpoint" in err
