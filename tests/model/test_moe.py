@@ -148,6 +148,7 @@ def test_fast_path_and_loop_agree_with_grads(tiny_args, cpu_strategy, strategy, 
     torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
     ya.sum().backward()  # .sum() gives the stride-0 gradient _grouped_mm alone would reject
     yb.sum().backward()
+
     # Gradients sum over every token routed to an expert, in a different order on each path: the absolute
     # tolerance scales with the largest gradient compared (they reach ~80 here), not a fixed 1e-6.
     def close(actual: torch.Tensor, expected: torch.Tensor, msg: str) -> None:
