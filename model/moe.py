@@ -160,6 +160,7 @@ class Experts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(E, D, Fh))
         self.w3 = nn.Parameter(torch.empty(E, Fh, D))
         self.use_grouped_mm = args.use_grouped_mm
+        self.ep = None  # an EPShard once `model.expert_parallel.shard_experts` has sharded this module
 
     def forward(
         self,
@@ -174,6 +175,10 @@ class Experts(nn.Module):
         The gate multiplies the F-wide hidden row, not the D-wide output (w2 is linear, so the result is
         the same), at F/D of the elementwise work forward and backward.
         """
+        if self.ep is not None:
+            from crawl2score.model.expert_parallel import dispatch_and_combine
+
+            return dispatch_and_combine(self, x_ND, idx_NK, gate_NK, counts_E, base_ND)
         M = idx_NK.numel()
         if x_ND.device.type == "cpu" and 0 < M <= self.w1.shape[0] and not torch.is_grad_enabled():
             return self._few_tokens(x_ND, idx_NK, gate_NK, base_ND)
