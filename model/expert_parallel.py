@@ -20,6 +20,7 @@ experts, El = E/P local experts, P EP ranks, D model dim.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +42,12 @@ class EPShard:
     n_local: int
 
 
-def shard_experts(model: nn.Module, group: dist.ProcessGroup | None = None) -> int:
-    """Keep only this rank's slice of every MoE layer's routed experts (weights copied from the full
-    ones, so build the full model with the same seed on every rank first). Returns the local expert count."""
+def shard_experts(
+    model: nn.Module, group: dist.ProcessGroup | None = None, optimizer: torch.optim.Optimizer | None = None
+) -> int:
+    """Keep only this rank's slice of every MoE layer's routed experts, in place: the Parameter objects
+    stay (an optimizer built on them stays valid) and their AdamW moments, if any, are sliced alike.
+    Build (and resume) the full model the same way on every rank first. Returns the local expert count."""
     group = group or dist.group.WORLD
     size, rank = dist.get_world_size(group), dist.get_rank(group)
     n_local = 0
@@ -56,12 +60,99 @@ def shard_experts(model: nn.Module, group: dist.ProcessGroup | None = None) -> i
         n_local = E // size
         first = rank * n_local
         ex = m.experts
-        for name in ("w1", "w2", "w3"):
-            full = getattr(ex, name)
-            setattr(ex, name, nn.Parameter(full.detach()[first : first + n_local].clone()))
+        for p in (ex.w1, ex.w2, ex.w3):
+            p.data = p.data[first : first + n_local].clone()
+            state = optimizer.state.get(p, {}) if optimizer is not None else {}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key] = state[key][first : first + n_local].clone()
         ex.ep = EPShard(group, rank, size, first, n_local)
         ex.register_buffer("ep_fanout", torch.zeros(2, device=ex.w1.device), persistent=False)
     return n_local
+
+
+def _expert_params(model: nn.Module) -> list[tuple[EPShard, nn.Parameter]]:
+    return [
+        (m.experts.ep, p)
+        for m in model.modules()
+        if isinstance(m, MoE) and getattr(m.experts, "ep", None) is not None
+        for p in (m.experts.w1, m.experts.w2, m.experts.w3)
+    ]
+
+
+def _gather(t: torch.Tensor, ep: EPShard) -> torch.Tensor:
+    parts = [torch.empty_like(t) for _ in range(ep.size)]
+    dist.all_gather(parts, t.contiguous(), group=ep.group)
+    return torch.cat(parts)
+
+
+@contextlib.contextmanager
+def gathered_experts(model: nn.Module, optimizer: torch.optim.Optimizer):
+    """Full expert weights and moments on every rank for the duration (a collective): checkpoints always
+    hold the whole model, so a run resumes with any expert-parallel size (or none) and sheds its slice."""
+    saved = []
+    for ep, p in _expert_params(model):
+        state = optimizer.state.get(p, {})
+        local = (p.data, {k: state[k] for k in ("exp_avg", "exp_avg_sq") if k in state})
+        saved.append((p, state, local))
+        p.data = _gather(p.data, ep)
+        for k, v in local[1].items():
+            state[k] = _gather(v, ep)
+    try:
+        yield
+    finally:
+        for p, state, (data, moments) in saved:
+            p.data = data
+            state.update(moments)
+
+
+def reduce_expert_grads(model: nn.Module, world_size: int, replica_group: dist.ProcessGroup | None) -> None:
+    """Expert gradients to the global mean: the all-to-all already summed the contributions of this EP
+    group's ranks; sum over the replicas of the same slice (other EP groups), then divide by the world
+    size, as DDP's averaging does for the other weights (the loss is scaled by the world size)."""
+    for _ep, p in _expert_params(model):
+        if p.grad is None:
+            continue
+        if replica_group is not None:
+            dist.all_reduce(p.grad, group=replica_group)
+        p.grad.div_(world_size)
+
+
+def clip_grad_norm_ep_(model: nn.Module, max_norm: float, ep_group: dist.ProcessGroup) -> torch.Tensor:
+    """Clip to `max_norm` over the whole model's gradient: the replicated weights' norm plus the expert
+    slices' squared norms summed over the EP group (each rank holds different experts)."""
+    experts = {id(p) for _ep, p in _expert_params(model)}
+    params = list(model.parameters())
+    dense = [p.grad for p in params if p.grad is not None and id(p) not in experts]
+    local = [p.grad for p in params if p.grad is not None and id(p) in experts]
+    zero = torch.zeros((), device=params[0].device)
+    d = torch.nn.utils.get_total_norm(dense, foreach=True) if dense else zero
+    e2 = torch.nn.utils.get_total_norm(local, foreach=True) ** 2 if local else zero.clone()
+    dist.all_reduce(e2, group=ep_group)
+    total = (d**2 + e2).sqrt()
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+    return total
+
+
+def expert_parallel_groups(world_size: int, size: int) -> tuple[dist.ProcessGroup, dist.ProcessGroup | None]:
+    """(this rank's EP group, its replica group): EP groups are blocks of `size` consecutive ranks (one
+    node's GPUs first), replica groups the ranks at the same place in each block. Every rank creates
+    every group, as `new_group` requires."""
+    if size < 1 or world_size % size:
+        raise ValueError(f"train.expert_parallel {size} does not divide the {world_size} ranks")
+    rank = dist.get_rank()
+    ep_group = replicas = None
+    for start in range(0, world_size, size):
+        g = dist.new_group(list(range(start, start + size)))
+        if start <= rank < start + size:
+            ep_group = g
+    if world_size > size:
+        for offset in range(size):
+            g = dist.new_group(list(range(offset, world_size, size)))
+            if rank % size == offset:
+                replicas = g
+    return ep_group, replicas
 
 
 def is_expert_param(name: str) -> bool:

@@ -34,7 +34,9 @@ class _LossModule(nn.Module):
 class Parallel:
     """The loss callable plus gradient-sync control for accumulation, whatever the wrapping."""
 
-    def __init__(self, model: nn.Module, mode: str, device: torch.device):
+    def __init__(self, model: nn.Module, mode: str, device: torch.device, ignore: tuple[str, ...] = ()):
+        """`ignore`: parameter names DDP leaves alone (expert-parallel shards: different on every rank,
+        neither broadcast from rank 0 nor averaged)."""
         self.model = model  # the bare module: state dicts, bias updates, optimizer parameters
         self.mode = mode if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else "none"
         self._ddp: nn.Module | None = None
@@ -42,7 +44,10 @@ class Parallel:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [device.index] if device.type == "cuda" else None
-            self._ddp = DDP(_LossModule(model), device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+            wrapped = _LossModule(model)
+            if ignore:
+                DDP._set_params_and_buffers_to_ignore_for_model(wrapped, [f"model.{n}" for n in ignore])
+            self._ddp = DDP(wrapped, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
         elif self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 

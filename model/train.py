@@ -35,6 +35,15 @@ import torch
 import torch.distributed as dist
 
 from crawl2score.model.config import ModelArgs
+from crawl2score.model.expert_parallel import (
+    clip_grad_norm_ep_,
+    expert_parallel_groups,
+    gathered_experts,
+    is_expert_param,
+    reduce_expert_grads,
+    shard_experts,
+    take_fanout,
+)
 from crawl2score.model.info import train_active_params, train_flops_per_token
 from crawl2score.model.model import Transformer
 from crawl2score.model.moe import update_expert_bias
@@ -207,13 +216,21 @@ class Trainer:
                 f"tokens use {self.data.shards.vocab_size} ids; model.vocab_size is {self.model_args.vocab_size}"
             )
         self.model = self._build_model()
-        self.parallel = Parallel(self.model, args.parallelism, self.device)
+        self.ep_group = self.ep_replicas = None
+        if args.expert_parallel > 1:  # groups first: every rank must create every group
+            self.ep_group, self.ep_replicas = expert_parallel_groups(self.world, args.expert_parallel)
+        else:
+            self.parallel = Parallel(self.model, args.parallelism, self.device)
         self.optimizer = self._build_optimizer()
         self.schedule = Schedule.build(args, self.world)
         self.fingerprint = fingerprint(self.model_args, args)
         self.step, self.position = 0, 0  # optimizer steps done, sequences consumed (global)
         self.loss = self.ce_loss = float("nan")
         self.resumed_from = self._resume()
+        if self.ep_group is not None:  # resumed whole, then each rank keeps its experts (and their moments)
+            shard_experts(self.model, self.ep_group, self.optimizer)
+            experts = tuple(n for n, _ in self.model.named_parameters() if is_expert_param(n))
+            self.parallel = Parallel(self.model, args.parallelism, self.device, ignore=experts)
         self.flops_per_token = train_flops_per_token(self.model_args, args.seq_len)
         self.peak_tflops = args.peak_tflops or default_peak_tflops(self.device)
         use_bf16 = args.dtype == "bf16" or (args.dtype == "auto" and self.device.type == "cuda")
@@ -294,12 +311,17 @@ class Trainer:
             (out.loss * (out.n_tokens * world / n_global)).backward()
             parts = torch.stack([out.loss.detach(), out.ce_loss, out.mtp_loss, out.balance_loss]).float()
             sums += parts * out.n_tokens
+        if self.ep_group is not None:
+            reduce_expert_grads(self.model, world, self.ep_replicas)
         loss, ce, mtp, bal = (_all_sum(sums, world) / n_global).tolist()
         self.loss, self.ce_loss = loss, ce
         if not math.isfinite(loss):  # nothing applied: the weights stay those of the last good step
             self.optimizer.zero_grad(set_to_none=True)
             return {"step": self.step, "loss": loss}
-        grad_norm = clip_grad_norm_(list(self.model.parameters()), a.grad_clip).item()
+        if self.ep_group is not None:
+            grad_norm = clip_grad_norm_ep_(self.model, a.grad_clip, self.ep_group).item()
+        else:
+            grad_norm = clip_grad_norm_(list(self.model.parameters()), a.grad_clip).item()
         lr = self.schedule.lr(self.step, tokens_before)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -308,7 +330,9 @@ class Trainer:
         moe = update_expert_bias(self.model, self.schedule.bias_speed(tokens_before))
         self.position += B
         self._tokens_since += B * a.seq_len
+        figures = {"ep_fanout": take_fanout(self.model)} if self.ep_group is not None else {}
         return {
+            **figures,
             "step": self.step,
             "loss": loss,
             "ce_loss": ce,
@@ -346,25 +370,32 @@ class Trainer:
             self._t_log, self._tokens_since, self._ckpt_s = time.perf_counter(), 0, 0.0
         if step % a.checkpoint_every == 0 or step == a.steps:
             t0 = time.perf_counter()
-            path = save_checkpoint(
-                self.ckpt_dir,
-                step,
-                self.model,
-                self.optimizer,
-                {
-                    "data_position": self.position,
-                    "fingerprint": self.fingerprint,
-                    "world_size": self.world,
-                    "loss": self.loss,
-                    "ce_loss": self.ce_loss,
-                },
-                keep_last=a.keep_last,
-            )
+            ep = self.ep_group is not None
+            whole = gathered_experts(self.model, self.optimizer) if ep else contextlib.nullcontext()
+            with whole:
+                path = self._save()
             self._ckpt_s += time.perf_counter() - t0
             self.last_saved = step
             self.log.emit("checkpoint", step=step, path=str(path), seconds=time.perf_counter() - t0)
         self.log.heartbeat(step)
         _exit_if_orphaned()
+
+    def _save(self) -> Path:
+        return save_checkpoint(
+            self.ckpt_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            {
+                "data_position": self.position,
+                "fingerprint": self.fingerprint,
+                "world_size": self.world,
+                "expert_parallel": self.args.expert_parallel,
+                "loss": self.loss,
+                "ce_loss": self.ce_loss,
+            },
+            keep_last=self.args.keep_last,
+        )
 
     def emit_start(self) -> None:
         self.log.emit(
@@ -373,6 +404,7 @@ class Trainer:
             steps=self.args.steps,
             resumed_from=str(self.resumed_from) if self.resumed_from else None,
             world_size=self.world,
+            expert_parallel=self.args.expert_parallel,
             device=str(self.device),
             parallelism=self.parallel.mode,
             params_total=sum(p.numel() for p in self.model.parameters()),

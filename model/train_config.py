@@ -14,7 +14,17 @@ from typing import Any
 # Keys that change how a run is observed or stored, not what it computes: a checkpoint written under
 # other values of these still resumes (see `TrainArgs.fingerprint_dict`).
 VOLATILE_KEYS = frozenset(
-    {"checkpoint_every", "keep_last", "log_every", "compile", "peak_tflops", "hang_timeout_s", "tokens_dir", "extra"}
+    {
+        "checkpoint_every",
+        "keep_last",
+        "log_every",
+        "compile",
+        "peak_tflops",
+        "hang_timeout_s",
+        "tokens_dir",
+        "extra",
+        "expert_parallel",  # checkpoints hold the whole model: any EP size resumes them
+    }
 )
 
 
@@ -64,8 +74,8 @@ class TrainArgs:
     device: str = "auto"  # auto = cuda:LOCAL_RANK when available, else cpu
     compile: bool = False
     parallelism: str = "ddp"  # ddp | fsdp (only used with more than one rank)
-    # Ranks the routed experts are sharded over (expert parallelism). 1 = every rank holds every expert;
-    # sharding (N > 1) is not implemented yet, so only 1 is accepted.
+    # Ranks the routed experts are sharded over (expert parallelism, model/expert_parallel.py): blocks of
+    # this many consecutive ranks; 1 = every rank holds every expert. With parallelism: ddp only.
     expert_parallel: int = 1
     peak_tflops: float | None = None  # for MFU; default by device (see model.train.default_peak_tflops)
     hang_timeout_s: float = 600.0  # the Prefect task kills a trainer that prints nothing for this long
@@ -79,8 +89,10 @@ class TrainArgs:
             raise ValueError("train batch sizes must be >= 1")
         if self.parallelism not in ("ddp", "fsdp"):
             raise ValueError(f"train.parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
-        if self.expert_parallel != 1:
-            raise ValueError(f"train.expert_parallel = {self.expert_parallel}: only 1 is implemented so far")
+        if self.expert_parallel < 1:
+            raise ValueError("train.expert_parallel must be >= 1")
+        if self.expert_parallel > 1 and self.parallelism != "ddp":
+            raise ValueError("train.expert_parallel > 1 composes with parallelism: ddp only (not yet with fsdp)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
