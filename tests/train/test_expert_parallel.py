@@ -41,3 +41,25 @@ def test_ep2_matches_one_process_and_resumes_on_one(tmp_path, tokens_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     assert events(res.stdout, "start")[0]["step"] == 3
     assert events(res.stdout, "step")[-1]["loss"] == pytest.approx(want[-1]["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ep2_with_replicas_on_four_ranks_then_resume_with_ep4(tmp_path, tokens_dir):
+    """4 ranks as 2 EP groups of 2 (each expert slice on 2 replicas: gradients reduced over them), then
+    its step-3 checkpoint resumed with 4-way EP; both end like one process (slow: 4 processes on CPU)."""
+    ref = run_trainer(
+        write_config(tmp_path / "ref.json", tiny_config(tokens_dir, steps=6, checkpoint_every=3)), tmp_path / "ref"
+    )
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    want = events(ref.stdout, "step")
+    cfg = tiny_config(tokens_dir, steps=6, checkpoint_every=3, expert_parallel=2, micro_batch_size=1)
+    ep = run_trainer(write_config(tmp_path / "ep.json", cfg), tmp_path / "ep", nproc=4, timeout=600)
+    assert ep.returncode == 0, ep.stderr[-3000:]
+    for r, g in zip(want, events(ep.stdout, "step"), strict=True):
+        assert g["loss"] == pytest.approx(r["loss"], rel=1e-5, abs=1e-6)
+    shutil.rmtree(tmp_path / "ep/checkpoints/step-6")
+    four = write_config(tmp_path / "four.json", {**cfg, "train": {**cfg["train"], "expert_parallel": 4}})
+    res = run_trainer(four, tmp_path / "ep", nproc=4, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert events(res.stdout, "start")[0]["step"] == 3
+    assert events(res.stdout, "step")[-1]["loss"] == pytest.approx(want[-1]["loss"], rel=1e-5)
