@@ -156,9 +156,20 @@ def router_precision(smoke: bool) -> dict:
     def moved(idx: torch.Tensor) -> float:
         return (idx.sort(-1).values != idx32.sort(-1).values).any(-1).float().mean().item()
 
+    # Node-limited dispatch: with 64-way EP over 8 nodes (V3), node g holds expert group g, so the group
+    # limit (4 of 8) bounds the nodes a token's 8 copies reach; without it they spread further.
+    def nodes(idx: torch.Tensor) -> float:
+        node_NK = (idx // (args.n_routed_experts // args.n_expert_groups)).sort(-1).values
+        return (1 + (node_NK[:, 1:] != node_NK[:, :-1]).sum(-1)).float().mean().item()
+
+    free = Router(args.replace(n_expert_groups=1, n_limited_groups=1)).to(device)
+    with torch.no_grad():
+        free.weight.copy_(r.weight)
     return {
         "tokens": n,
         "device": str(device),
+        "nodes_per_token_group_limited": nodes(idx32),
+        "nodes_per_token_unlimited": nodes(free(x)[0]),
         "gate_dtype_under_autocast": str(w16.dtype),
         "moved_frac": moved(idx16),
         "max_abs_weight_diff": (w16 - w32).abs().max().item(),
