@@ -125,13 +125,16 @@ def clip_grad_norm_ep_(model: nn.Module, max_norm: float, ep_group: dist.Process
     params = list(model.parameters())
     dense = [p.grad for p in params if p.grad is not None and id(p) not in experts]
     local = [p.grad for p in params if p.grad is not None and id(p) in experts]
-    zero = torch.zeros((), device=params[0].device)
+    zero = torch.zeros((), device=local[0].device if local else "cpu")
     d = torch.nn.utils.get_total_norm(dense, foreach=True) if dense else zero
+    if hasattr(d, "full_tensor"):  # FSDP2: DTensor gradients, reduced across ranks first
+        d = d.full_tensor()
     e2 = torch.nn.utils.get_total_norm(local, foreach=True) ** 2 if local else zero.clone()
     dist.all_reduce(e2, group=ep_group)
     total = (d**2 + e2).sqrt()
-    if max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+    if max_norm > 0:  # two calls: foreach cannot mix DTensor and plain gradients
+        torch.nn.utils.clip_grads_with_norm_([p for p in params if id(p) not in experts], max_norm, total)
+        torch.nn.utils.clip_grads_with_norm_([p for p in params if id(p) in experts], max_norm, total)
     return total
 
 

@@ -35,8 +35,8 @@ class Parallel:
     """The loss callable plus gradient-sync control for accumulation, whatever the wrapping."""
 
     def __init__(self, model: nn.Module, mode: str, device: torch.device, ignore: tuple[str, ...] = ()):
-        """`ignore`: parameter names DDP leaves alone (expert-parallel shards: different on every rank,
-        neither broadcast from rank 0 nor averaged)."""
+        """`ignore`: parameter names DDP and FSDP leave alone (expert-parallel shards: different on every
+        rank, neither broadcast from rank 0, sharded nor averaged)."""
         self.model = model  # the bare module: state dicts, bias updates, optimizer parameters
         self.mode = mode if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else "none"
         self._ddp: nn.Module | None = None
@@ -51,9 +51,11 @@ class Parallel:
         elif self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+            named = dict(model.named_parameters())
+            skip = {named[n] for n in ignore} or None
             for block in list(model.layers) + list(getattr(model, "mtp", [])):
-                fully_shard(block)
-            fully_shard(model)
+                fully_shard(block, ignored_params=skip)
+            fully_shard(model, ignored_params=skip)
             register_fsdp_forward_method(model, "loss")
 
     def loss_fn(self) -> Callable:

@@ -217,10 +217,11 @@ class Trainer:
             )
         self.model = self._build_model()
         self.ep_group = self.ep_replicas = None
+        experts: tuple[str, ...] = ()
         if args.expert_parallel > 1:  # groups first: every rank must create every group
             self.ep_group, self.ep_replicas = expert_parallel_groups(self.world, args.expert_parallel)
-        else:
-            self.parallel = Parallel(self.model, args.parallelism, self.device)
+            experts = tuple(n for n, _ in self.model.named_parameters() if is_expert_param(n))
+        self.parallel = Parallel(self.model, args.parallelism, self.device, ignore=experts)
         self.optimizer = self._build_optimizer()
         self.schedule = Schedule.build(args, self.world)
         self.fingerprint = fingerprint(self.model_args, args)
@@ -229,8 +230,6 @@ class Trainer:
         self.resumed_from = self._resume()
         if self.ep_group is not None:  # resumed whole, then each rank keeps its experts (and their moments)
             shard_experts(self.model, self.ep_group, self.optimizer)
-            experts = tuple(n for n, _ in self.model.named_parameters() if is_expert_param(n))
-            self.parallel = Parallel(self.model, args.parallelism, self.device, ignore=experts)
         self.flops_per_token = train_flops_per_token(self.model_args, args.seq_len)
         self.peak_tflops = args.peak_tflops or default_peak_tflops(self.device)
         use_bf16 = args.dtype == "bf16" or (args.dtype == "auto" and self.device.type == "cuda")

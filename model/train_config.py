@@ -75,7 +75,7 @@ class TrainArgs:
     compile: bool = False
     parallelism: str = "ddp"  # ddp | fsdp (only used with more than one rank)
     # Ranks the routed experts are sharded over (expert parallelism, model/expert_parallel.py): blocks of
-    # this many consecutive ranks; 1 = every rank holds every expert. With parallelism: ddp only.
+    # this many consecutive ranks; 1 = every rank holds every expert. Composes with ddp and fsdp.
     expert_parallel: int = 1
     peak_tflops: float | None = None  # for MFU; default by device (see model.train.default_peak_tflops)
     hang_timeout_s: float = 600.0  # the Prefect task kills a trainer that prints nothing for this long
@@ -91,8 +91,6 @@ class TrainArgs:
             raise ValueError(f"train.parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
         if self.expert_parallel < 1:
             raise ValueError("train.expert_parallel must be >= 1")
-        if self.expert_parallel > 1 and self.parallelism != "ddp":
-            raise ValueError("train.expert_parallel > 1 composes with parallelism: ddp only (not yet with fsdp)")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         if self.warmup_steps is not None and self.warmup_steps < 0:

@@ -12,12 +12,13 @@ from safetensors.torch import load_file
 from tests.train.conftest import events, run_trainer, tiny_config, write_config
 
 
-def test_ep2_matches_one_process_and_resumes_on_one(tmp_path, tokens_dir):
+@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_ep2_matches_one_process_and_resumes_on_one(mode, tmp_path, tokens_dir):
     ref = run_trainer(
         write_config(tmp_path / "ref.json", tiny_config(tokens_dir, steps=6, checkpoint_every=3)), tmp_path / "ref"
     )
     assert ref.returncode == 0, ref.stderr[-2000:]
-    cfg = tiny_config(tokens_dir, steps=6, checkpoint_every=3, expert_parallel=2, micro_batch_size=3)
+    cfg = tiny_config(tokens_dir, steps=6, checkpoint_every=3, expert_parallel=2, micro_batch_size=3, parallelism=mode)
     ep = run_trainer(write_config(tmp_path / "ep.json", cfg), tmp_path / "ep", nproc=2)
     assert ep.returncode == 0, ep.stderr[-3000:]
     assert events(ep.stdout, "start")[0]["expert_parallel"] == 2
