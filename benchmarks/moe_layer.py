@@ -55,30 +55,23 @@ def time_fwd_bwd(modules: dict[str, torch.nn.Module], x_BTD: torch.Tensor, iters
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None, help="take dim/experts from a preset (default: a CPU-sized layer)")
-    p.add_argument("--tokens", type=int, default=2048)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, help="fp32 or bf16 (default bf16 on cuda, fp32 on cpu)")
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    a = p.parse_args(argv)
-    device = torch.device(a.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    if a.preset:
-        args = get_preset(a.preset)
+def measure(
+    preset: str | None, tokens: int, device: torch.device, dtype: torch.dtype, iters: int, warmup: int, log=print
+) -> dict:
+    """Median fwd+bwd ms and TFLOP/s of the dense twin and each MoE strategy, and MoE/dense time ratios."""
+    if preset:
+        args = get_preset(preset)
     else:  # V3's expert count and top-k at a width a 2-core CPU can time
         args = get_preset("medium").replace(dim=512, moe_inter_dim=128)
     args = args.replace(n_expert_groups=1, n_limited_groups=1)
     torch.manual_seed(0)
     active_F = (args.n_activated_experts + args.n_shared_experts) * args.moe_inter_dim
     dense = MLP(args.dim, active_F).to(device, dtype)
-    x = torch.randn(1, a.tokens, args.dim, device=device, dtype=dtype)
-    flops = 6 * a.tokens * 3 * args.dim * active_F
+    x = torch.randn(1, tokens, args.dim, device=device, dtype=dtype)
+    flops = 6 * tokens * 3 * args.dim * active_F
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    print(
-        f"# {device} {dtype}, N={a.tokens} tokens, D={args.dim}, E={args.n_routed_experts} top-{args.n_activated_experts}"
+    log(
+        f"# {device} {dtype}, N={tokens} tokens, D={args.dim}, E={args.n_routed_experts} top-{args.n_activated_experts}"
         f" + {args.n_shared_experts} shared, F={args.moe_inter_dim}; dense F={active_F};"
         f" {torch.get_num_threads()} threads, load average {load}"
     )
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cpu":
         modes.insert(1, ("grouped", True, 0.0))
     if not grouped_mm_supported(device, dtype):
-        print(f"(torch._grouped_mm unsupported for {device.type}/{dtype}: it falls back to the loop)")
+        log(f"(torch._grouped_mm unsupported for {device.type}/{dtype}: it falls back to the loop)")
     modules: dict[str, torch.nn.Module] = {"dense": dense}
     for name, grouped, max_pad in modes:
         moe = MoE(args.replace(use_grouped_mm=grouped)).to(device, dtype).train()
@@ -99,14 +92,32 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():  # the padded-bmm bound is on E·C / M (largest expert's rows over the mean)
         idx_NK = modules["fast"].gate(x.view(-1, args.dim))[0]
     counts_E = torch.bincount(idx_NK.flatten(), minlength=args.n_routed_experts)
-    print(f"(routing: E·C / M = {args.n_routed_experts * int(counts_E.max()) / idx_NK.numel():.2f})")
-    results = time_fwd_bwd(modules, x, a.iters, a.warmup)
-    t_dense = results["dense"]
-    print(f"dense SwiGLU      {t_dense * 1e3:9.2f} ms  {flops / t_dense / 1e12:7.3f} TFLOP/s  1.00x")
-    for name, _, _ in modes:
-        t = results[name]
-        print(f"MoE ({name:7s})   {t * 1e3:9.2f} ms  {flops / t / 1e12:7.3f} TFLOP/s  {t / t_dense:5.2f}x dense")
-    print(f"loop / fast       {results['loop'] / results['fast']:.2f}x")
+    pad = args.n_routed_experts * int(counts_E.max()) / idx_NK.numel()
+    log(f"(routing: E·C / M = {pad:.2f})")
+    results = time_fwd_bwd(modules, x, iters, warmup)
+    out = {"preset": preset, "tokens": tokens, "device": str(device), "dtype": str(dtype), "padding_ratio": pad}
+    for name, t in results.items():
+        out[name] = {"ms": t * 1e3, "tflops": flops / t / 1e12, "over_dense": t / results["dense"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default=None, help="take dim/experts from a preset (default: a CPU-sized layer)")
+    p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, help="fp32 or bf16 (default bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    r = measure(a.preset, a.tokens, device, dtype, a.iters, a.warmup)
+    print(f"dense SwiGLU      {r['dense']['ms']:9.2f} ms  {r['dense']['tflops']:7.3f} TFLOP/s  1.00x")
+    for name in [k for k in r if isinstance(r[k], dict) and k != "dense"]:
+        m = r[name]
+        print(f"MoE ({name:7s})   {m['ms']:9.2f} ms  {m['tflops']:7.3f} TFLOP/s  {m['over_dense']:5.2f}x dense")
+    print(f"loop / fast       {r['loop']['ms'] / r['fast']['ms']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
     python benchmarks/train_throughput.py --skip-throughput --balance-steps 2500 --balance-variants 0:1e-3
 
 Throughput: fwd + bwd + AdamW steps of `model.train`'s loss on random tokens, MoE and dense interleaved
-in one process (so both see the same machine load); model FLOPs counted as `model.train.flops_per_token`
+in one process (so both see the same machine load); model FLOPs counted as `model.info.train_flops_per_token`
 (6·N_active + 6·L·H·(d_qk + d_v)·S). The dense twin sets n_dense_layers = n_layers with
 inter_dim = (n_activated + n_shared)·moe_inter_dim, so each trunk FFN does the work of one token's routed +
 shared experts (the MTP block stays MoE in both: the model makes MTP blocks MoE past n_dense_layers).
@@ -38,9 +38,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from crawl2score.model.info import train_active_params, train_flops_per_token  # noqa: E402
 from crawl2score.model.model import Transformer  # noqa: E402
 from crawl2score.model.presets import get_preset  # noqa: E402
-from crawl2score.model.train import active_params, flops_per_token  # noqa: E402
 
 
 def dense_twin(args):
@@ -64,9 +64,9 @@ def throughput(preset: str, steps: int, batch: int, seq_len: int, vocab: int | N
         runs[name] = {
             "model": model,
             "opt": opt,
-            "fpt": flops_per_token(model, seq_len),
+            "fpt": train_flops_per_token(args, seq_len),
             "times": [],
-            "params": active_params(model),
+            "params": (sum(p.numel() for p in model.parameters()), train_active_params(args)),
         }
     tokens = torch.randint(0, base.vocab_size, (batch, seq_len + 1), device=device)
     use_bf16 = device.type == "cuda"
@@ -182,7 +182,7 @@ def balance(
                 "log_every": 1,
                 "checkpoint_every": steps,
                 "bias_update_speed": gamma,
-                "bias_update_stop_frac": 1.0,
+                "bias_update_stop_tokens": 14.8e12,  # γ on to the end
                 "seq_aux_alpha": alpha,
                 "tokens_dir": str(tmp / "tokens"),
                 "seed": seed,

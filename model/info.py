@@ -9,9 +9,11 @@ Conventions (stated because every report uses its own):
   routed experts and the output head -- *excluding* the input embedding (a table lookup) and the router
   gates (they score all experts but belong to none). With this convention V3 gives 36.5B ("37B") and
   V2-Lite 2.45B ("2.4B"); counting the routers too gives 36.6B and 2.451B.
-* `train_flops_per_token`: 6·N + 6·L·H·(d_qk + d_v)·S (torchtitan's formula: attention counted over the
-  full S = max_seq_len, not halved for causality), N = activated matmul weights incl. routers, L and N
-  including the MTP modules (they run every training step). `..._causal` halves the attention term.
+* `train_flops_per_token` (`train_flops_per_token()`, also the trainer's MFU): 6·N + 6·L·H·(d_qk + d_v)·S
+  (torchtitan's formula: attention counted over the full S, max_seq_len here and the run's seq_len in
+  the trainer, not halved for causality), N = activated matmul weights incl. routers, with the MTP
+  modules (they run every training step) and the output head once per MTP depth too (each depth runs
+  it); L includes the MTP blocks. `..._causal` halves the attention term.
 * KV cache per token in bf16: MLA's latent + rope key per layer, against standard MHA with the same heads
   (2·H·d_v values per layer, the report's comparison).
 """
@@ -27,46 +29,73 @@ from crawl2score.model.model import Transformer
 from crawl2score.model.moe import MoE
 
 
-def model_info(args: ModelArgs, bytes_per_value: int = 2) -> dict[str, Any]:
+def _count(args: ModelArgs) -> dict[str, int]:
+    """Parameter figures of `args` on the meta device, shared by `model_info` and the FLOPs count."""
     with torch.device("meta"):
         model = Transformer(args)
     main = {n: p.numel() for n, p in model.named_parameters() if not n.startswith("mtp.")}
     mtp = {n: p.numel() for n, p in model.named_parameters() if n.startswith("mtp.")}
-    per_expert = 3 * args.dim * args.moe_inter_dim
-    idle_experts = args.n_routed_experts - args.n_activated_experts
+    idle = (args.n_routed_experts - args.n_activated_experts) * 3 * args.dim * args.moe_inter_dim
+    embed = args.vocab_size * args.dim
+    total, mtp_total = sum(main.values()), sum(mtp.values())
     n_moe_main = sum(isinstance(b.ffn, MoE) for b in model.layers)
     n_moe_mtp = sum(isinstance(m.block.ffn, MoE) for m in model.mtp)
-    router_main = sum(v for n, v in main.items() if n.endswith("gate.weight"))
-    router_mtp = sum(v for n, v in mtp.items() if n.endswith("gate.weight"))
-    embed = args.vocab_size * args.dim
-    total = sum(main.values())
-    mtp_total = sum(mtp.values())
-    active_main = total - embed - n_moe_main * idle_experts * per_expert  # routers included
-    active_mtp = mtp_total - n_moe_mtp * idle_experts * per_expert
+    return {
+        "total": total,
+        "mtp_total": mtp_total,
+        "embed": embed,
+        "head": main["head.weight"],
+        "active_main": total - embed - n_moe_main * idle,  # routers included
+        "active_mtp": mtp_total - n_moe_mtp * idle,
+        "router_main": sum(v for n, v in main.items() if n.endswith("gate.weight")),
+        "router_mtp": sum(v for n, v in mtp.items() if n.endswith("gate.weight")),
+        "n_moe_main": n_moe_main,
+    }
+
+
+def _flops(args: ModelArgs, c: dict[str, int], seq_len: int) -> tuple[float, float]:
+    """(matmul FLOPs per token, attention FLOPs per token at full S) of one training step."""
+    n = c["active_main"] + c["active_mtp"] + args.n_mtp_layers * c["head"]
+    attn = (args.n_layers + args.n_mtp_layers) * 6 * args.n_heads * (args.qk_head_dim + args.v_head_dim) * seq_len
+    return 6.0 * n, float(attn)
+
+
+def train_flops_per_token(args: ModelArgs, seq_len: int | None = None) -> float:
+    """Model FLOPs of one trained token (module docstring), at `seq_len` (default max_seq_len): the one
+    count behind both `crawl2score model-info` and the trainer's TFLOP/s and MFU."""
+    dense, attn = _flops(args, _count(args), seq_len or args.max_seq_len)
+    return dense + attn
+
+
+def train_active_params(args: ModelArgs) -> int:
+    """N of `train_flops_per_token`: matmul weights one trained token passes through (head per depth)."""
+    dense, _ = _flops(args, _count(args), 0)
+    return round(dense / 6)
+
+
+def model_info(args: ModelArgs, bytes_per_value: int = 2) -> dict[str, Any]:
+    c = _count(args)
     S = args.max_seq_len
-    attn_flops_layer = 6 * args.n_heads * (args.qk_head_dim + args.v_head_dim) * S
-    n_attn_layers = args.n_layers + args.n_mtp_layers
-    flops = 6 * (active_main + active_mtp) + n_attn_layers * attn_flops_layer
-    flops_causal = 6 * (active_main + active_mtp) + n_attn_layers * attn_flops_layer // 2
+    dense, attn = _flops(args, c, S)
     latent = args.n_layers * (args.kv_lora_rank + args.qk_rope_head_dim) * bytes_per_value
     mha = args.n_layers * 2 * args.n_heads * args.v_head_dim * bytes_per_value
     return {
-        "total_params": total,
-        "mtp_params": mtp_total,
-        "mtp_params_as_released": mtp_total + (2 * embed if args.n_mtp_layers else 0),
-        "total_params_with_mtp": total + mtp_total,
-        "activated_params": active_main - router_main,
-        "activated_params_with_router": active_main,
-        "activated_params_mtp": active_mtp - router_mtp,
-        "embedding_params": embed,
-        "train_flops_per_token": flops,
-        "train_flops_per_token_causal": flops_causal,
+        "total_params": c["total"],
+        "mtp_params": c["mtp_total"],
+        "mtp_params_as_released": c["mtp_total"] + (2 * c["embed"] if args.n_mtp_layers else 0),
+        "total_params_with_mtp": c["total"] + c["mtp_total"],
+        "activated_params": c["active_main"] - c["router_main"],
+        "activated_params_with_router": c["active_main"],
+        "activated_params_mtp": c["active_mtp"] - c["router_mtp"],
+        "embedding_params": c["embed"],
+        "train_flops_per_token": dense + attn,
+        "train_flops_per_token_causal": dense + attn / 2,
         "train_flops_seq_len": S,
         "kv_cache_bytes_per_token": latent,
         "kv_cache_bytes_per_token_mha": mha,
         "kv_cache_ratio_mha_over_mla": mha / latent,
         "kv_bytes_per_value": bytes_per_value,
-        "n_moe_layers": n_moe_main,
+        "n_moe_layers": c["n_moe_main"],
         "n_mtp_layers": args.n_mtp_layers,
     }
 

@@ -54,6 +54,13 @@ def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return _GROUPED_MM_OK[key]
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on `x` run in: autocast's when it is on for x's device, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the incoming gradient contiguous: _grouped_mm's backward rejects
     expanded (stride-0) gradients such as the one `.sum()` produces."""
@@ -86,15 +93,25 @@ class Router(nn.Module):
         return self
 
     def forward(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (expert ids [N, K], gate weights [N, K] fp32, unbiased scores [N, E] fp32)."""
+        """Returns (expert ids [N, K], gate weights [N, K] fp32, unbiased scores [N, E] fp32).
+
+        Autocast is off inside: under the trainer's bf16 autocast `F.linear` would cast its fp32 inputs
+        back to bf16, and bf16 logits (8 mantissa bits) reorder near-tied experts: at init scale with 256
+        experts, 8 groups, top-8, 4% of tokens got another expert set than in fp32 (router alone, measured
+        in tests/model/test_moe.py; issue 13 reports 22.8% through the whole model)."""
+        with torch.autocast(x_ND.device.type, enabled=False):
+            return self.select(F.linear(x_ND.float(), self.weight.float()))
+
+    def select(self, logits_NE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores, biased group-limited top-K selection and gate weights from the router logits [N, E]."""
         a = self.args
-        logits_NE = F.linear(x_ND.float(), self.weight.float())
+        logits_NE = logits_NE.float()
         scores_NE = logits_NE.sigmoid() if a.score_func == "sigmoid" else logits_NE.softmax(dim=-1)
         select_NE = scores_NE.detach()
         if a.score_func == "sigmoid":
             select_NE = select_NE + self.expert_bias.float()
         if a.n_expert_groups > 1:
-            N = x_ND.shape[0]
+            N = logits_NE.shape[0]
             G = a.n_expert_groups
             grouped_NGe = select_NE.view(N, G, -1)
             if a.score_func == "sigmoid":
@@ -143,6 +160,7 @@ class Experts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(E, D, Fh))
         self.w3 = nn.Parameter(torch.empty(E, Fh, D))
         self.use_grouped_mm = args.use_grouped_mm
+        self.ep = None  # an EPShard once `model.expert_parallel.shard_experts` has sharded this module
 
     def forward(
         self,
@@ -157,6 +175,10 @@ class Experts(nn.Module):
         The gate multiplies the F-wide hidden row, not the D-wide output (w2 is linear, so the result is
         the same), at F/D of the elementwise work forward and backward.
         """
+        if self.ep is not None:
+            from crawl2score.model.expert_parallel import dispatch_and_combine
+
+            return dispatch_and_combine(self, x_ND, idx_NK, gate_NK, counts_E, base_ND)
         M = idx_NK.numel()
         if x_ND.device.type == "cpu" and 0 < M <= self.w1.shape[0] and not torch.is_grad_enabled():
             return self._few_tokens(x_ND, idx_NK, gate_NK, base_ND)
@@ -171,11 +193,14 @@ class Experts(nn.Module):
         # index_select, not x_ND[token_M]: its backward is index_add_, where advanced indexing's is an
         # accumulating index_put_ (several times slower on CPU in the profile).
         x_MD = x_ND.index_select(0, token_M)
-        if self.use_grouped_mm and grouped_mm_supported(x_ND.device, x_ND.dtype):
-            out_MD = self._grouped(x_MD, counts_E, gate_M)
+        # torch._grouped_mm is not autocast-aware: under autocast it gets the autocast dtype by hand (the
+        # fp32 residual stream would otherwise keep CUDA off its bf16-only grouped GEMM, onto the loop).
+        mm_dtype = _autocast_dtype(x_ND)
+        if self.use_grouped_mm and grouped_mm_supported(x_ND.device, mm_dtype):
+            out_MD = self._grouped(x_MD.to(mm_dtype), counts_E, gate_M.to(mm_dtype))
         else:
             out_MD = self._loop(x_MD, counts_E, gate_M)
-        return base_ND.index_add_(0, token_M, out_MD)
+        return base_ND.index_add_(0, token_M, out_MD.to(base_ND.dtype))
 
     def _few_tokens(
         self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gate_NK: torch.Tensor, base_ND: torch.Tensor
@@ -200,7 +225,7 @@ class Experts(nn.Module):
             if token is None:
                 base_ND[m // K : m // K + 1] += out
             else:
-                base_ND.index_add_(0, token, out)
+                base_ND.index_add_(0, token, out.to(base_ND.dtype))
         return base_ND
 
     def _padded_bmm(
@@ -219,7 +244,7 @@ class Experts(nn.Module):
         h_ECF = F.silu(torch.bmm(x_ECD, self.w1.mT)) * torch.bmm(x_ECD, self.w3.mT)
         h_ECF = h_ECF * gate_P.view(E, cap, 1).to(h_ECF.dtype)
         out_PD = torch.bmm(h_ECF, self.w2.mT).view(E * cap, D)
-        return x_ND.new_zeros(N + 1, D).index_add_(0, token_P, out_PD)[:N]
+        return out_PD.new_zeros(N + 1, D).index_add_(0, token_P, out_PD)[:N]  # bf16 under autocast
 
     def _grouped(self, x_MD: torch.Tensor, counts_E: torch.Tensor, gate_M: torch.Tensor) -> torch.Tensor:
         M = x_MD.shape[0]
@@ -236,8 +261,9 @@ class Experts(nn.Module):
             gate_M = gate_M.new_zeros(x_MD.shape[0]).index_copy(0, dest_M, gate_M)
             counts_E = padded_E
         offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-        h_MF = F.silu(_gmm(x_MD, self.w1, offs_E)) * _gmm(x_MD, self.w3, offs_E)
-        out_MD = _gmm(h_MF * gate_M[:, None], self.w2, offs_E)
+        w1, w2, w3 = (w.to(x_MD.dtype) for w in (self.w1, self.w2, self.w3))  # a no-op outside autocast
+        h_MF = F.silu(_gmm(x_MD, w1, offs_E)) * _gmm(x_MD, w3, offs_E)
+        out_MD = _gmm(h_MF * gate_M[:, None], w2, offs_E)
         return out_MD.index_select(0, dest_M) if pad else out_MD
 
     def _loop(self, x_MD: torch.Tensor, counts_E: torch.Tensor, gate_M: torch.Tensor) -> torch.Tensor:

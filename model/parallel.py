@@ -34,7 +34,9 @@ class _LossModule(nn.Module):
 class Parallel:
     """The loss callable plus gradient-sync control for accumulation, whatever the wrapping."""
 
-    def __init__(self, model: nn.Module, mode: str, device: torch.device):
+    def __init__(self, model: nn.Module, mode: str, device: torch.device, ignore: tuple[str, ...] = ()):
+        """`ignore`: parameter names DDP and FSDP leave alone (expert-parallel shards: different on every
+        rank, neither broadcast from rank 0, sharded nor averaged)."""
         self.model = model  # the bare module: state dicts, bias updates, optimizer parameters
         self.mode = mode if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else "none"
         self._ddp: nn.Module | None = None
@@ -42,13 +44,18 @@ class Parallel:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [device.index] if device.type == "cuda" else None
-            self._ddp = DDP(_LossModule(model), device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+            wrapped = _LossModule(model)
+            if ignore:
+                DDP._set_params_and_buffers_to_ignore_for_model(wrapped, [f"model.{n}" for n in ignore])
+            self._ddp = DDP(wrapped, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
         elif self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+            named = dict(model.named_parameters())
+            skip = {named[n] for n in ignore} or None
             for block in list(model.layers) + list(getattr(model, "mtp", [])):
-                fully_shard(block)
-            fully_shard(model)
+                fully_shard(block, ignored_params=skip)
+            fully_shard(model, ignored_params=skip)
             register_fsdp_forward_method(model, "loss")
 
     def loss_fn(self) -> Callable:

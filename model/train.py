@@ -7,10 +7,13 @@ stdout (rank 0 only): `start`, `step` (every `log_every` steps, the first and th
 `heartbeat` (a slow run is not a hung one), `done`, `error`; the same lines, heartbeats aside, go to
 `WORKDIR/checkpoints/metrics.jsonl`. Exit codes: 0 done, 2 bad config or checkpoint, 3 non-finite loss.
 
-Per optimizer step (DeepSeek-V3 §4.2): the global batch is split over ranks and micro-batches, each
-micro-batch's loss is weighted by its share of the step's labelled tokens (exact accumulation, whatever
-the split), gradients are clipped to 1.0, AdamW steps with the scheduled LR, and the expert biases move
-by γ over the whole global batch's token counts (all-reduced inside `update_expert_bias`).
+The run is a `Trainer` in torchtitan's shape: `__init__` builds (process group, data, model, parallel
+wrapping, optimizer, resume, schedule), `train_step` makes one optimizer step, `record` logs and
+checkpoints it, and `train` is the loop over both. Per optimizer step (DeepSeek-V3 §4.2): the global
+batch (ramped in tokens, `model.schedule`) is split over ranks and micro-batches, each micro-batch's
+loss is weighted by its share of the step's labelled tokens (exact accumulation, whatever the split),
+gradients are clipped to 1.0, AdamW steps with the scheduled LR, and the expert biases move by γ over
+the whole global batch's token counts (all-reduced inside `update_expert_bias`).
 """
 
 from __future__ import annotations
@@ -32,14 +35,23 @@ import torch
 import torch.distributed as dist
 
 from crawl2score.model.config import ModelArgs
+from crawl2score.model.expert_parallel import (
+    clip_grad_norm_ep_,
+    expert_parallel_groups,
+    gathered_experts,
+    is_expert_param,
+    reduce_expert_grads,
+    shard_experts,
+    take_fanout,
+)
+from crawl2score.model.info import train_active_params, train_flops_per_token
 from crawl2score.model.model import Transformer
 from crawl2score.model.moe import update_expert_bias
 from crawl2score.model.parallel import Parallel, clip_grad_norm_
-from crawl2score.model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
+from crawl2score.model.schedule import Schedule
 from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint
 from crawl2score.model.train_config import TrainArgs
 
-STALL_ENV = "CRAWL2SCORE_TRAIN_STALL_AT_STEP"  # test hook: stop making steps after this one (hang/kill tests)
 WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # exit when this process (the Prefect task) is gone
 # Dense bf16 peaks for MFU. H200: the matmul peak measured on this project's machine (740), not the
 # 989 of the data sheet; set `train.peak_tflops` to use another.
@@ -101,33 +113,6 @@ class SequenceStream:
 
 
 # ---- figures ------------------------------------------------------------------------------------------
-def active_params(model: Transformer) -> tuple[int, float]:
-    """(total parameters, parameters active per token excluding the embedding lookup); the head counts
-    once per MTP depth too, since every depth runs it."""
-    a = model.args
-    total, active = 0, 0.0
-    for name, p in model.named_parameters():
-        total += p.numel()
-        if name.startswith("embed."):
-            continue
-        if ".experts." in name:
-            active += p.numel() * a.n_activated_experts / a.n_routed_experts
-        elif name.startswith("head."):
-            active += p.numel() * (1 + a.n_mtp_layers)
-        else:
-            active += p.numel()
-    return total, active
-
-
-def flops_per_token(model: Transformer, seq_len: int) -> float:
-    """Training FLOPs per token, torchtitan's convention: 6·N_active + 6·L·H·(d_qk + d_v)·S, attention
-    counted at full S (not halved for causality), L including the MTP blocks."""
-    a = model.args
-    _, n_active = active_params(model)
-    layers = a.n_layers + a.n_mtp_layers
-    return 6 * n_active + 6 * layers * a.n_heads * (a.qk_head_dim + a.v_head_dim) * seq_len
-
-
 def default_peak_tflops(device: torch.device) -> float:
     """Per-device dense peak: the table above for known GPUs; on CPU a rough fp32 AVX2-FMA figure
     (32 FLOP/cycle/core at 3 GHz), only to make MFU comparable between CPU runs."""
@@ -211,162 +196,254 @@ def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
     return t
 
 
-def train(cfg: dict[str, Any], workdir: Path) -> int:
-    args = TrainArgs.from_dict(cfg.get("train", {}))
-    model_args = model_args_from(cfg.get("model", {}))
-    rank, world, device = setup_distributed(args)
-    if args.global_batch_size % world:
-        raise ValueError(f"train.global_batch_size {args.global_batch_size} is not a multiple of {world} ranks")
-    ckpt_dir = workdir / "checkpoints"
-    data = SequenceStream(args.tokens_dir or workdir / "tokens", args.seq_len, args.seed)
-    loss = ce = float("nan")
-    if data.shards.vocab_size > model_args.vocab_size:
-        raise ValueError(f"tokens use {data.shards.vocab_size} ids; model.vocab_size is {model_args.vocab_size}")
+class Trainer:
+    """One training run: built in `__init__`, advanced by `train_step`, recorded by `record`, driven by
+    `train`. The bare model, optimizer and schedule are attributes, so a reader (or a test) can build a
+    Trainer and step it by hand."""
 
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    with torch.device(device):
-        model = Transformer(model_args)
-    n_total, n_active = active_params(model)
-    fpt = flops_per_token(model, args.seq_len)
-    if args.compile:
-        for block in list(model.layers) + [m.block for m in model.mtp]:
-            block.compile()
-    par = Parallel(model, args.parallelism, device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(args.beta1, args.beta2),
-        fused=device.type == "cuda",
-    )
-    fp = fingerprint(model_args, args)
-    step, position = 0, 0
-    resume = newest_checkpoint(ckpt_dir)
-    if resume is not None:
-        state = json.loads((resume / "train_state.json").read_text())
-        if state.get("fingerprint") != fp:
+    def __init__(self, cfg: dict[str, Any], workdir: Path):
+        self.args = args = TrainArgs.from_dict(cfg.get("train", {}))
+        self.model_args = model_args_from(cfg.get("model", {}))
+        self.rank, self.world, self.device = setup_distributed(args)
+        if args.global_batch_size % self.world:
             raise ValueError(
-                f"{resume} was written by a different model/train config; remove {ckpt_dir} or rerun with --force"
+                f"train.global_batch_size {args.global_batch_size} is not a multiple of {self.world} ranks"
             )
-        state = load_checkpoint_into(resume, model, optimizer)
-        step, position = int(state["step"]), int(state["data_position"])
-        loss, ce = state.get("loss", loss), state.get("ce_loss", ce)
-    peak = args.peak_tflops or default_peak_tflops(device)
-    log = Log(ckpt_dir / "metrics.jsonl", rank, step, max(args.hang_timeout_s / 4, 1.0))
-    log.emit(
-        "start",
-        step=step,
-        steps=args.steps,
-        resumed_from=str(resume) if resume else None,
-        world_size=world,
-        device=str(device),
-        parallelism=par.mode,
-        params_total=n_total,
-        params_active=n_active,
-        flops_per_token=fpt,
-        peak_tflops=peak,
-        data_sequences=data.n,
-        fingerprint=fp,
-    )
+        self.ckpt_dir = workdir / "checkpoints"
+        self.data = SequenceStream(args.tokens_dir or workdir / "tokens", args.seq_len, args.seed)
+        if self.data.shards.vocab_size > self.model_args.vocab_size:
+            raise ValueError(
+                f"tokens use {self.data.shards.vocab_size} ids; model.vocab_size is {self.model_args.vocab_size}"
+            )
+        self.model = self._build_model()
+        self.ep_group = self.ep_replicas = None
+        experts: tuple[str, ...] = ()
+        if args.expert_parallel > 1:  # groups first: every rank must create every group
+            self.ep_group, self.ep_replicas = expert_parallel_groups(self.world, args.expert_parallel)
+            experts = tuple(n for n, _ in self.model.named_parameters() if is_expert_param(n))
+        self.parallel = Parallel(self.model, args.parallelism, self.device, ignore=experts)
+        self.optimizer = self._build_optimizer()
+        self.schedule = Schedule.build(args, self.world)
+        self.fingerprint = fingerprint(self.model_args, args)
+        self.step, self.position = 0, 0  # optimizer steps done, sequences consumed (global)
+        self.loss = self.ce_loss = float("nan")
+        self.resumed_from = self._resume()
+        if self.ep_group is not None:  # resumed whole, then each rank keeps its experts (and their moments)
+            shard_experts(self.model, self.ep_group, self.optimizer)
+        self.flops_per_token = train_flops_per_token(self.model_args, args.seq_len)
+        self.peak_tflops = args.peak_tflops or default_peak_tflops(self.device)
+        use_bf16 = args.dtype == "bf16" or (args.dtype == "auto" and self.device.type == "cuda")
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        )
+        self.log = Log(self.ckpt_dir / "metrics.jsonl", self.rank, self.step, max(args.hang_timeout_s / 4, 1.0))
+        self._t_log, self._tokens_since, self._ckpt_s, self.last_saved = time.perf_counter(), 0, 0.0, self.step
 
-    use_bf16 = args.dtype == "bf16" or (args.dtype == "auto" and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    loss_fn = par.loss_fn()
-    stall_at = int(os.environ.get(STALL_ENV, "0") or 0)
-    model.train()
-    t_log, tokens_since, ckpt_s, last_saved = time.perf_counter(), 0, 0.0, step
-    while step < args.steps:
-        step += 1
-        B = batch_size_at(args, step, world)
+    # ---- build ------------------------------------------------------------------------------------------
+    def _build_model(self) -> Transformer:
+        torch.manual_seed(self.args.seed)  # the same initial weights on every rank
+        with torch.device(self.device):
+            model = Transformer(self.model_args)
+        if self.args.compile:
+            for block in list(model.layers) + [m.block for m in model.mtp]:
+                block.compile()
+        model.train()
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        a = self.args
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        return torch.optim.AdamW(
+            [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=a.lr,
+            betas=(a.beta1, a.beta2),
+            fused=self.device.type == "cuda",
+        )
+
+    def _resume(self) -> Path | None:
+        """Continue from the newest complete checkpoint of the same config, if any."""
+        resume = newest_checkpoint(self.ckpt_dir)
+        if resume is None:
+            return None
+        state = json.loads((resume / "train_state.json").read_text())
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{resume} was written by a different model/train config; remove {self.ckpt_dir} or rerun with --force"
+            )
+        state = load_checkpoint_into(resume, self.model, self.optimizer)
+        self.step, self.position = int(state["step"]), int(state["data_position"])
+        self.loss, self.ce_loss = state.get("loss", self.loss), state.get("ce_loss", self.ce_loss)
+        return resume
+
+    # ---- step -------------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step on the next global batch; returns its figures (loss terms, grad norm, LR,
+        batch size, per-layer MoE load)."""
+        a, device, world = self.args, self.device, self.world
+        tokens_before = self.position * a.seq_len
+        self.step += 1
+        B = self.schedule.batch_size(tokens_before)
         b = B // world
-        tokens_np, docs_np = data.batch(position + rank * b, b)
+        tokens_np, docs_np = self.data.batch(self.position + self.rank * b, b)
         tokens = torch.from_numpy(tokens_np).to(device)
-        docs = torch.from_numpy(docs_np).to(device)
         inputs, labels = tokens[:, :-1], tokens[:, 1:]
-        doc_ids = docs[:, :-1] if args.mask_document_boundaries else None
-        micro = [(s, min(s + args.micro_batch_size, b)) for s in range(0, b, args.micro_batch_size)]
+        doc_ids = torch.from_numpy(docs_np).to(device)[:, :-1] if a.mask_document_boundaries else None
+        micro = [(s, min(s + a.micro_batch_size, b)) for s in range(0, b, a.micro_batch_size)]
         # Exact token weighting: each micro-batch's mean loss times its share of the global step's
         # labelled tokens (x world: DDP/FSDP average gradients over ranks).
         n_global = _all_sum(torch.tensor([float((labels != -100).sum())], device=device), world).item()
-        mtp_lambda = mtp_lambda_at(args, step)
+        mtp_lambda = self.schedule.mtp_lambda(tokens_before)
+        loss_fn = self.parallel.loss_fn()
         sums = torch.zeros(4, device=device)
         for j, (s, e) in enumerate(micro):
-            par.set_grad_sync(j == len(micro) - 1)
-            with autocast():
+            self.parallel.set_grad_sync(j == len(micro) - 1)
+            with self.autocast():
                 out = loss_fn(
                     inputs[s:e],
                     labels[s:e],
                     None if doc_ids is None else doc_ids[s:e],
-                    seq_aux_alpha=args.seq_aux_alpha,
+                    seq_aux_alpha=a.seq_aux_alpha,
                     mtp_lambda=mtp_lambda,
-                    loss_chunk=args.loss_chunk,
+                    loss_chunk=a.loss_chunk,
                 )
             (out.loss * (out.n_tokens * world / n_global)).backward()
             parts = torch.stack([out.loss.detach(), out.ce_loss, out.mtp_loss, out.balance_loss]).float()
             sums += parts * out.n_tokens
+        if self.ep_group is not None:
+            reduce_expert_grads(self.model, world, self.ep_replicas)
         loss, ce, mtp, bal = (_all_sum(sums, world) / n_global).tolist()
-        if not math.isfinite(loss):
-            msg = f"loss is {loss} at step {step}; stopped without saving (last checkpoint: step {last_saved})"
-            log.emit("error", step=step, message=msg)
-            print(f"model.train: error: {msg}", file=sys.stderr, flush=True)
-            return 3
-        grad_norm = clip_grad_norm_(list(model.parameters()), args.grad_clip).item()
-        lr = lr_at(args, step)
-        for g in optimizer.param_groups:
+        self.loss, self.ce_loss = loss, ce
+        if not math.isfinite(loss):  # nothing applied: the weights stay those of the last good step
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"step": self.step, "loss": loss}
+        if self.ep_group is not None:
+            grad_norm = clip_grad_norm_ep_(self.model, a.grad_clip, self.ep_group).item()
+        else:
+            grad_norm = clip_grad_norm_(list(self.model.parameters()), a.grad_clip).item()
+        lr = self.schedule.lr(self.step, tokens_before)
+        for g in self.optimizer.param_groups:
             g["lr"] = lr
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        moe = update_expert_bias(model, bias_speed_at(args, step))
-        position += B
-        tokens_since += B * args.seq_len
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        moe = update_expert_bias(self.model, self.schedule.bias_speed(tokens_before))
+        self.position += B
+        self._tokens_since += B * a.seq_len
+        figures = {"ep_fanout": take_fanout(self.model)} if self.ep_group is not None else {}
+        return {
+            **figures,
+            "step": self.step,
+            "loss": loss,
+            "ce_loss": ce,
+            "mtp_loss": mtp,
+            "balance_loss": bal,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "batch_size": B,
+            "moe": moe,
+        }
 
-        if step % args.log_every == 0 or step == 1 or step == args.steps:
-            elapsed = max(time.perf_counter() - t_log - ckpt_s, 1e-9)
-            tps = tokens_since / elapsed
-            tflops = fpt * tps / 1e12 / world  # per device
+    # ---- loop -------------------------------------------------------------------------------------------
+    def record(self, figures: dict[str, Any]) -> None:
+        """Log (every `log_every` steps, the first and the last), checkpoint, heartbeat, orphan check."""
+        a, step = self.args, self.step
+        if step % a.log_every == 0 or step == 1 or step == a.steps:
+            elapsed = max(time.perf_counter() - self._t_log - self._ckpt_s, 1e-9)
+            tps = self._tokens_since / elapsed
+            tflops = self.flops_per_token * tps / 1e12 / self.world  # per device
+            moe = figures["moe"]
             vio = {k: v["max_vio"] for k, v in moe.items()}
-            log.emit(
+            self.log.emit(
                 "step",
-                step=step,
-                steps=args.steps,
-                loss=loss,
-                ce_loss=ce,
-                mtp_loss=mtp,
-                balance_loss=bal,
-                grad_norm=grad_norm,
-                lr=lr,
-                batch_size=B,
-                tokens=position * args.seq_len,
+                **{k: v for k, v in figures.items() if k != "moe"},
+                steps=a.steps,
+                tokens=self.position * a.seq_len,
                 tokens_per_s=tps,
                 tflops=tflops,
-                mfu=tflops / peak,
-                peak_mem_gib=peak_mem_gib(device),
+                mfu=tflops / self.peak_tflops,
+                peak_mem_gib=peak_mem_gib(self.device),
                 max_vio=vio,
                 max_vio_mean=sum(vio.values()) / max(len(vio), 1),
                 moe=moe,
             )
-            t_log, tokens_since, ckpt_s = time.perf_counter(), 0, 0.0
-        if step % args.checkpoint_every == 0 or step == args.steps:
+            self._t_log, self._tokens_since, self._ckpt_s = time.perf_counter(), 0, 0.0
+        if step % a.checkpoint_every == 0 or step == a.steps:
             t0 = time.perf_counter()
-            path = save_checkpoint(
-                ckpt_dir,
-                step,
-                model,
-                optimizer,
-                {"data_position": position, "fingerprint": fp, "world_size": world, "loss": loss, "ce_loss": ce},
-                keep_last=args.keep_last,
-            )
-            ckpt_s += time.perf_counter() - t0
-            last_saved = step
-            log.emit("checkpoint", step=step, path=str(path), seconds=time.perf_counter() - t0)
-        log.heartbeat(step)
+            ep = self.ep_group is not None
+            whole = gathered_experts(self.model, self.optimizer) if ep else contextlib.nullcontext()
+            with whole:
+                path = self._save()
+            self._ckpt_s += time.perf_counter() - t0
+            self.last_saved = step
+            self.log.emit("checkpoint", step=step, path=str(path), seconds=time.perf_counter() - t0)
+        self.log.heartbeat(step)
         _exit_if_orphaned()
-        while step == stall_at:  # test hook: a trainer that stops making steps (killed from outside)
-            time.sleep(1.0)
-            _exit_if_orphaned()
-    log.emit("done", step=step, steps=args.steps, loss=loss, ce_loss=ce, checkpoint=str(ckpt_dir / f"step-{step}"))
-    return 0
+
+    def _save(self) -> Path:
+        return save_checkpoint(
+            self.ckpt_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            {
+                "data_position": self.position,
+                "fingerprint": self.fingerprint,
+                "world_size": self.world,
+                "expert_parallel": self.args.expert_parallel,
+                "loss": self.loss,
+                "ce_loss": self.ce_loss,
+            },
+            keep_last=self.args.keep_last,
+        )
+
+    def emit_start(self) -> None:
+        self.log.emit(
+            "start",
+            step=self.step,
+            steps=self.args.steps,
+            resumed_from=str(self.resumed_from) if self.resumed_from else None,
+            world_size=self.world,
+            expert_parallel=self.args.expert_parallel,
+            device=str(self.device),
+            parallelism=self.parallel.mode,
+            params_total=sum(p.numel() for p in self.model.parameters()),
+            params_active=train_active_params(self.model_args),
+            flops_per_token=self.flops_per_token,
+            peak_tflops=self.peak_tflops,
+            run_tokens=self.schedule.run_tokens,
+            warmup_steps=self.schedule.warmup_steps,
+            data_sequences=self.data.n,
+            fingerprint=self.fingerprint,
+        )
+
+    def train(self) -> int:
+        """Steps to `train.steps`; 0 when done, 3 (nothing saved) on a non-finite loss."""
+        self.emit_start()
+        self._t_log = time.perf_counter()
+        while self.step < self.args.steps:
+            figures = self.train_step()
+            if not math.isfinite(figures["loss"]):
+                msg = (
+                    f"loss is {figures['loss']} at step {self.step}; stopped without saving "
+                    f"(last checkpoint: step {self.last_saved})"
+                )
+                self.log.emit("error", step=self.step, message=msg)
+                print(f"model.train: error: {msg}", file=sys.stderr, flush=True)
+                return 3
+            self.record(figures)
+        self.log.emit(
+            "done",
+            step=self.step,
+            steps=self.args.steps,
+            loss=self.loss,
+            ce_loss=self.ce_loss,
+            checkpoint=str(self.ckpt_dir / f"step-{self.step}"),
+        )
+        return 0
+
+
+def train(cfg: dict[str, Any], workdir: Path) -> int:
+    return Trainer(cfg, workdir).train()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 the project's pydantic config validates it (and rejects unknown keys) on the Prefect side.
 
 Defaults follow DeepSeek-V3 §4.2 where the report gives a value (AdamW 0.9/0.95, wd 0.1, clip 1.0,
-peak LR 2.2e-4 decaying to 2.2e-5, γ = 0.001, α = 1e-4, λ = 0.3 then 0.1); the schedule's phase lengths
-are the report's token fractions of its 14.8T-token run, scaled to `steps`.
+peak LR 2.2e-4 decaying to 2.2e-5 then 7.3e-6, γ = 0.001, α = 1e-4, λ = 0.3 then 0.1); every phase
+boundary is written in the report's tokens and scaled to the run's token budget (`model/schedule.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ from typing import Any
 # Keys that change how a run is observed or stored, not what it computes: a checkpoint written under
 # other values of these still resumes (see `TrainArgs.fingerprint_dict`).
 VOLATILE_KEYS = frozenset(
-    {"checkpoint_every", "keep_last", "log_every", "compile", "peak_tflops", "hang_timeout_s", "tokens_dir", "extra"}
+    {
+        "checkpoint_every",
+        "keep_last",
+        "log_every",
+        "compile",
+        "peak_tflops",
+        "hang_timeout_s",
+        "tokens_dir",
+        "extra",
+        "expert_parallel",  # checkpoints hold the whole model: any EP size resumes them
+    }
 )
 
 
@@ -22,21 +32,26 @@ VOLATILE_KEYS = frozenset(
 class TrainArgs:
     __pydantic_config__ = {"extra": "forbid"}
 
-    steps: int = 200  # optimizer steps of the whole run (the schedule scales to it)
+    steps: int = 200  # optimizer steps of the whole run; its token budget follows (model.schedule)
     seq_len: int = 128
-    global_batch_size: int = 8  # sequences per optimizer step, across all ranks
+    global_batch_size: int = 8  # sequences per optimizer step, across all ranks (after the ramp)
     micro_batch_size: int = 4  # sequences per forward pass on one rank
-    # Batch-size ramp (V3: 3,072 → 15,360 sequences over the first 469B of 14.8T tokens, 3.2%).
-    # 0 = off; otherwise the global batch grows linearly from this size to global_batch_size.
+    # Every phase boundary below is in the report's tokens (V3 §4.2, a 14.8T-token run), scaled by
+    # run_tokens / ref_tokens, run_tokens being what this run's `steps` consume (`Schedule.run_tokens`).
+    ref_tokens: float = 14.8e12
+    # Batch-size ramp, counted in tokens: V3 grows 3,072 → 15,360 sequences over the first 469B tokens.
+    # 0 = off; otherwise the global batch grows linearly in tokens from this size to global_batch_size.
     batch_ramp_start: int = 0
-    batch_ramp_frac: float = 0.032
-    # Learning rate: linear warm-up, constant, cosine to lr·min_lr_ratio, final constant (V3 §4.2:
-    # constant to 10T tokens = 67.6%, cosine over 4.3T to 96.6%, then 2.2e-5).
+    batch_ramp_tokens: float = 469e9
+    # Learning rate (V3 §4.2): linear warm-up over 2,000 steps, 2.2e-4 until 10T tokens, cosine to 2.2e-5
+    # until 14.3T, 2.2e-5 for 333B tokens, then 7.3e-6 for the last 167B.
     lr: float = 2.2e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    decay_start_frac: float = 0.676
-    decay_end_frac: float = 0.966
+    warmup_steps: int | None = None  # None: V3's 2,000 of its ~243k steps, scaled to `steps` (at least 1)
+    lr_decay_start_tokens: float = 10.0e12
+    lr_decay_end_tokens: float = 14.3e12
+    min_lr_ratio: float = 0.1  # 2.2e-5 / 2.2e-4
+    lr_final_start_tokens: float = 14.633e12
+    final_lr_ratio: float = 7.3e-6 / 2.2e-4
     weight_decay: float = 0.1  # matrices only; norms and biases are not decayed
     beta1: float = 0.9
     beta2: float = 0.95
@@ -45,20 +60,23 @@ class TrainArgs:
     checkpoint_every: int = 100
     keep_last: int = 3
     log_every: int = 10
-    # Balancing (V3 §2.1.2, §4.2): γ until `bias_update_stop_frac` of the run (then 0; V3 stops for the
-    # last 500B tokens = 96.6%), α of the sequence-wise loss, MTP weight λ (0.3, then 0.1 from 67.6%).
+    # Balancing (V3 §2.1.2, §4.2): γ for the first 14.3T tokens (then 0), α of the sequence-wise loss,
+    # MTP weight λ = 0.3 for the first 10T tokens, then 0.1.
     bias_update_speed: float = 0.001
-    bias_update_stop_frac: float = 0.966
+    bias_update_stop_tokens: float = 14.3e12
     seq_aux_alpha: float = 1e-4
     mtp_lambda: float = 0.3
     mtp_lambda_late: float = 0.1
-    mtp_lambda_switch_frac: float = 0.676
+    mtp_lambda_switch_tokens: float = 10.0e12
     loss_chunk: int = 2048  # tokens per chunk of the output-head cross entropy (bounds logits memory)
     mask_document_boundaries: bool = False
     dtype: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU; or "bf16" / "fp32"
     device: str = "auto"  # auto = cuda:LOCAL_RANK when available, else cpu
     compile: bool = False
     parallelism: str = "ddp"  # ddp | fsdp (only used with more than one rank)
+    # Ranks the routed experts are sharded over (expert parallelism, model/expert_parallel.py): blocks of
+    # this many consecutive ranks; 1 = every rank holds every expert. Composes with ddp and fsdp.
+    expert_parallel: int = 1
     peak_tflops: float | None = None  # for MFU; default by device (see model.train.default_peak_tflops)
     hang_timeout_s: float = 600.0  # the Prefect task kills a trainer that prints nothing for this long
     tokens_dir: str | None = None  # default WORKDIR/tokens
@@ -71,10 +89,18 @@ class TrainArgs:
             raise ValueError("train batch sizes must be >= 1")
         if self.parallelism not in ("ddp", "fsdp"):
             raise ValueError(f"train.parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
+        if self.expert_parallel < 1:
+            raise ValueError("train.expert_parallel must be >= 1")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.dtype must be auto, bf16 or fp32, got {self.dtype!r}")
-        if not 0.0 <= self.decay_start_frac <= self.decay_end_frac <= 1.0:
-            raise ValueError("need 0 <= train.decay_start_frac <= train.decay_end_frac <= 1")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError("train.warmup_steps must be >= 0")
+        if not 0.0 <= self.lr_decay_start_tokens <= self.lr_decay_end_tokens <= self.lr_final_start_tokens:
+            raise ValueError("need 0 <= train.lr_decay_start_tokens <= lr_decay_end_tokens <= lr_final_start_tokens")
+        if self.ref_tokens <= 0 or self.batch_ramp_tokens < 0:
+            raise ValueError("train.ref_tokens must be > 0 and train.batch_ramp_tokens >= 0")
+        if self.batch_ramp_start > self.global_batch_size:
+            raise ValueError("train.batch_ramp_start must not exceed train.global_batch_size")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

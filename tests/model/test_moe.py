@@ -56,6 +56,28 @@ def test_group_limit_honoured(tiny_args):
     assert any(len(set(row.tolist())) > 2 for row in idx_free // per_group)
 
 
+def test_router_under_bf16_autocast_equals_fp32():
+    """V3's router shape at init scale (std 0.006, 256 experts, 8 groups of which 4, top-8): selection and
+    gate weights under bf16 autocast are exactly the fp32 ones. The bf16-autocast linear the router used
+    to run gives 4% of these tokens another expert set (checked too, so the case can tell)."""
+    from crawl2score.model.presets import get_preset
+
+    args = get_preset("deepseek-v3")
+    torch.manual_seed(0)
+    r = Router(args)
+    torch.nn.init.normal_(r.weight, std=args.init_std)
+    x = torch.randn(512, args.dim)
+    idx32, w32, s32 = r(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx16, w16, s16 = r(x)
+        unprotected = F.linear(x, r.weight)  # what autocast makes of an fp32 linear
+    assert w16.dtype == s16.dtype == torch.float32
+    assert torch.equal(idx16, idx32) and torch.equal(w16, w32) and torch.equal(s16, s32)
+    idx_old, _, _ = r.select(unprotected)
+    moved = (idx_old.sort(-1).values != idx32.sort(-1).values).any(-1).float().mean()
+    assert moved > 0.01
+
+
 def _moe(args, seed=0):
     torch.manual_seed(seed)
     m = MoE(args)
@@ -136,6 +158,23 @@ def test_fast_path_and_loop_agree_with_grads(tiny_args, cpu_strategy, strategy, 
     close(x_a.grad, x_b.grad, "input")
     for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         close(pa.grad, pb.grad, n)
+
+
+@pytest.mark.parametrize("strategy", ["bmm", "grouped", "loop"])
+def test_every_strategy_runs_under_bf16_autocast(tiny_args, cpu_strategy, strategy):
+    """The trainer's bf16 autocast on an fp32 model: each strategy runs forward and backward (grouped GEMM
+    gets the autocast dtype by hand) and stays within bf16 rounding of the fp32 output."""
+    if strategy != "loop":
+        cpu_strategy(strategy)
+    m = _moe(tiny_args.replace(use_grouped_mm=strategy != "loop")).train()
+    x = torch.randn(2, 16, tiny_args.dim, requires_grad=True)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    y.float().sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in m.experts.parameters())
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.02 * scale)
 
 
 def test_padded_bmm_bounded_by_padding(tiny_args, cpu_strategy, monkeypatch):

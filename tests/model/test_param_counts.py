@@ -36,3 +36,17 @@ def test_kv_cache_figures_v3():
     # 576 values per layer (512 latent + 64 rope) against 2·128·128 for MHA, bf16.
     assert info["kv_cache_bytes_per_token"] == 61 * 576 * 2
     assert info["kv_cache_bytes_per_token_mha"] == 61 * 2 * 128 * 128 * 2
+
+
+@pytest.mark.parametrize("name", ["tiny", "medium", "deepseek-v3"])
+def test_one_flops_count_for_model_info_and_the_trainer(name):
+    """`model-info` and the trainer's MFU read the same helper; the MTP modules count (routers included)
+    and so does the head once more per MTP depth, since each depth runs it."""
+    from crawl2score.model.info import train_active_params, train_flops_per_token
+
+    args = get_preset(name)
+    info = model_info(args)
+    assert info["train_flops_per_token"] == train_flops_per_token(args)
+    extra = train_active_params(args) - train_active_params(args.replace(n_mtp_layers=0))
+    mtp_routers = args.n_mtp_layers * args.n_routed_experts * args.dim  # MTP blocks are MoE here
+    assert extra == info["activated_params_mtp"] + mtp_routers + args.n_mtp_layers * args.vocab_size * args.dim

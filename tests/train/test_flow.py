@@ -3,13 +3,16 @@ trainer killed and reported as such (not as slow)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from crawl2score.config import Config
-from crawl2score.model.train import STALL_ENV
 from crawl2score.tasks._prefect import HangError
 from crawl2score.workdir import write_marker
 from tests.train.conftest import tiny_config
@@ -51,17 +54,42 @@ def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir
     assert not any(s and s.startswith("{") for s in shown)
 
 
-def test_hung_trainer_is_killed_and_reported(tmp_path, tokens_dir, monkeypatch):
+def _stop_trainer_child(found: list[int], timeout_s: float = 60.0) -> None:
+    """SIGSTOP the trainer subprocess of this process once it appears: a real hang (no output, no
+    heartbeat, the process alive), as a stuck collective would be."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not found:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == os.getpid() and b"crawl2score.model.train" in cmd:
+                time.sleep(3.0)  # let it start and make a few steps first
+                os.kill(int(proc.name), signal.SIGSTOP)
+                found.append(int(proc.name))
+                return
+        time.sleep(0.1)
+
+
+def test_hung_trainer_is_killed_and_reported(tmp_path, tokens_dir):
     from crawl2score.tasks.train import train_task
 
-    cfg = _config(tmp_path, tokens_dir, steps=50, hang_timeout_s=20.0)
-    monkeypatch.setenv(STALL_ENV, "2")
+    cfg = _config(tmp_path, tokens_dir, steps=100000, hang_timeout_s=20.0)
+    stopped: list[int] = []
+    watcher = threading.Thread(target=_stop_trainer_child, args=(stopped,), daemon=True)
+    watcher.start()
     t0 = time.monotonic()
     with pytest.raises(HangError, match="hung"):
         train_task.fn(cfg.model, cfg.train, cfg.workdir, "k", nproc=1)
     assert time.monotonic() - t0 < 120
-    # the trainer stalled after step 2: nothing past it was logged
-    assert not (tmp_path / "work/checkpoints/step-50").exists()
+    watcher.join()
+    assert stopped, "the trainer subprocess was never seen"
+    with pytest.raises(ProcessLookupError):  # killed by the task, stopped as it was
+        os.kill(stopped[0], 0)
 
 
 def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
