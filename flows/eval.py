@@ -45,6 +45,9 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
             continue
         figs[name] = {k: r[k] for k in ("accuracy", "problems", "samples", "no_answer_rate", "hit_limit_rate")}
         figs[name]["ci95_low"], figs[name]["ci95_high"] = r["ci95"]
+    for name, r in (newest["results"].get("_bpb") or {}).items():
+        if "bits_per_byte" in r:
+            figs[f"bpb_{name}"] = {k: r[k] for k in ("bits_per_byte", "unigram_bits_per_byte", "bytes")}
     for name, c in (results.get("contamination") or {}).get("benchmarks", {}).items():
         figs.setdefault(name, {})["contaminated_share"] = c["share"]
     return figs
@@ -73,7 +76,7 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
         if config.eval.contamination:
             contamination = contamination_task(
                 str(Path(config.workdir) / "data" / "output"),
-                config.eval.tasks,
+                config.eval.benchmarks,
                 str(benchmarks_dir(config.eval.benchmarks_dir)),
                 config.eval.contamination_ngram,
             )

@@ -21,7 +21,7 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness) -> None:
             "train.log_every=1",
             "eval.limit=1",
             "eval.max_new_tokens=8",
-            "eval.tasks=[math500]",
+            "eval.benchmarks=[math500]",
         ],
         workdir=tmp_path / "work",
     )

@@ -50,7 +50,16 @@ def test_eval_flow_writes_results_with_lineage(tiny_workdir, tmp_path, shared_di
     _corpus(workdir / "data" / "output", bench)
     cfg = Config(
         workdir=str(workdir),
-        eval=EvalConfig(tasks=["aime24"], protocol="base", limit=1, max_new_tokens=3, benchmarks_dir=str(bench)),
+        eval=EvalConfig(
+            benchmarks=["aime24"],
+            bpb=["heldout_en", "public"],
+            bpb_max_bytes=3000,
+            protocol="base",
+            limit=1,
+            max_new_tokens=3,
+            truncate_prompts=True,
+            benchmarks_dir=str(bench),
+        ),
     )
     first = eval_flow(config=cfg)
     assert first["skipped"] is False
@@ -63,5 +72,9 @@ def test_eval_flow_writes_results_with_lineage(tiny_workdir, tmp_path, shared_di
     assert (workdir / "eval" / "step-1" / "aime24.samples.jsonl").is_file()
     assert res["contamination"]["benchmarks"]["aime24"]["contaminated"] == 1
     assert first["figures"]["aime24"]["contaminated_share"] == 1 / 30
+    bpb = run["results"]["_bpb"]
+    assert "no held-out text" in bpb["heldout_en"]["skipped"]  # this tokenizer dir predates held-out files
+    assert bpb["public"]["bytes"] >= 3000 and 0 < bpb["public"]["bits_per_byte"]
+    assert first["figures"]["bpb_public"]["unigram_bits_per_byte"] == bpb["public"]["unigram_bits_per_byte"]
     again = eval_flow(config=cfg)
     assert again["skipped"] is True and again["key"] == first["key"]

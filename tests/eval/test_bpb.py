@@ -1,0 +1,53 @@
+"""Bits per byte through lm-eval's rolling log-likelihood, and the unigram baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from crawl2score.config.eval import EvalConfig
+from crawl2score.eval.bpb import load_texts, unigram_bpb
+
+
+def test_unigram_bpb_is_the_empirical_token_entropy():
+    texts = ["ab", "ab"]
+    # tokens a,b,a,b: entropy 1 bit/token, 4 tokens over 4 bytes
+    assert unigram_bpb(texts, lambda t: list(t)) == pytest.approx(1.0, rel=1e-12)
+    assert unigram_bpb(["aaaa"], lambda t: list(t)) == 0.0
+
+
+def test_public_text_is_a_fixed_english_prefix(shared_dir):
+    a = load_texts("public", None, 5000)
+    assert a == load_texts("public", None, 5000) and sum(len(t.encode()) for t in a) >= 5000
+    assert sum(c.isascii() for t in a for c in t) > 0.95 * sum(len(t) for t in a)
+
+
+def test_bpb_equals_the_models_own_log_likelihood_over_bytes(tiny_workdir, tmp_path):
+    """lm-eval's bits_per_byte for the held-out text equals -sum log2 p / bytes from plain forwards."""
+    from crawl2score.eval.lm import Crawl2ScoreLM
+    from crawl2score.eval.runner import evaluate_bpb
+
+    tok_dir = tmp_path / "tokenizer"
+    shutil.copytree(tiny_workdir / "tokenizer", tok_dir)
+    (tok_dir / "heldout").mkdir()
+    texts = ["The sum of the first ten odd numbers is one hundred. " * 3, "数学竞赛题目很难。" * 4]
+    (tok_dir / "heldout" / "en.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    lm = Crawl2ScoreLM(checkpoint=str(tiny_workdir / "checkpoints"), tokenizer=str(tok_dir), batch_size=2)
+    cfg = EvalConfig(bpb=["heldout_en", "heldout_zh"], bpb_max_bytes=10_000)
+    out = evaluate_bpb(cfg, lm)
+    assert "no held-out text" in out["heldout_zh"]["skipped"]
+    en = out["heldout_en"]
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    nll = 0.0
+    with torch.inference_mode():
+        for t in texts:  # each text is shorter than the context: one window, predicted after the EOS prefix
+            ids = lm.tok_encode(t)
+            logp = torch.log_softmax(lm.model(torch.tensor([ids[:-1]])), -1)[0]
+            nll -= float(logp.gather(-1, torch.tensor(ids[1:])[:, None]).sum())
+    assert en["bytes"] == n_bytes and en["docs"] == 2
+    assert en["bits_per_byte"] == pytest.approx(nll / n_bytes / math.log(2), rel=1e-5)
+    assert en["unigram_bits_per_byte"] > 0
