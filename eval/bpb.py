@@ -10,9 +10,11 @@ out, so our checkpoint and an imported HF model compare on the same bytes. Sourc
   `../shared/data/commoncrawl/` (a 2008 crawl, so no part of a current Common Crawl training slice),
   extracted with Trafilatura in file order.
 
-The baseline is the unigram model fitted to the very tokens scored (the empirical token entropy of the
-text under the checkpoint's tokenizer): no unigram model does better on that text, so a model below it
-has learned more than token frequencies.
+Two unigram baselines on the same tokens (the checkpoint's tokenizer): `unigram_bits_per_byte`, the
+token frequencies of the training shards (WORKDIR/tokens, add-one smoothed) scored on the text, the
+model a network must beat to have learned more than frequencies; and `unigram_insample_bits_per_byte`,
+the frequencies of the scored text itself (its empirical entropy), which no unigram model beats. Without
+training shards (an imported model) only the second is given.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ def task_name(source: str) -> str:
 
 
 def _take(texts, max_bytes: int) -> list[str]:
-    """Whole documents in order until `max_bytes` is reached (a fixed prefix of the source)."""
+    """Documents in order up to `max_bytes` (a fixed prefix of the source; the last one cut to fit)."""
     out, size = [], 0
     for text in texts:
         if not text.strip():
             continue
-        out.append(text)
-        size += len(text.encode("utf-8"))
-        if size >= max_bytes:
+        data = text.encode("utf-8")[: max_bytes - size]
+        out.append(data.decode("utf-8", errors="ignore"))
+        size += len(out[-1].encode("utf-8"))
+        if size >= max_bytes - 3:  # within one character of the budget
             break
     return out
 
@@ -58,9 +61,12 @@ def public_path(shared_dir: str | Path | None = None) -> Path:
 
 
 def _public_texts(path: Path):
+    import logging
+
     import trafilatura
     from warcio.archiveiterator import ArchiveIterator
 
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)  # empty pages are expected; skipped
     with open(path, "rb") as f:
         for record in ArchiveIterator(f):
             if record.rec_type != "response":
@@ -90,6 +96,30 @@ def load_texts(source: str, tokenizer_dir: str | Path | None, max_bytes: int) ->
     if source == "public":
         return _take(_public_texts(public_path()), max_bytes)
     raise KeyError(f"unknown BPB text {source!r} (known: {', '.join(SOURCES)})")
+
+
+def train_unigram_bpb(
+    texts: list[str], encode: Callable[[str], list[int]], tokens_dir: str | Path, vocab_size: int
+) -> float | None:
+    """Bits per byte of the training shards' add-one-smoothed unigram model on `texts`; None without
+    shards of this vocabulary."""
+    import numpy as np
+
+    from crawl2score.model.shards import TokenShards
+
+    try:
+        shards = TokenShards(tokens_dir)
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+    if shards.vocab_size != vocab_size:
+        return None
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    step = 1 << 24
+    for start in range(0, shards.num_tokens, step):
+        counts += np.bincount(shards.tokens(start, min(start + step, shards.num_tokens)), minlength=vocab_size)
+    logp = np.log2((counts + 1) / (counts.sum() + vocab_size))
+    bits = -sum(float(logp[np.asarray(encode(t), dtype=np.int64)].sum()) for t in texts)
+    return bits / sum(len(t.encode("utf-8")) for t in texts)
 
 
 def unigram_bpb(texts: list[str], encode: Callable[[str], list[int]]) -> float:

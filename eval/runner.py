@@ -177,16 +177,24 @@ def evaluate_bpb(cfg: EvalConfig, lm, manager=None) -> dict[str, Any]:
         return out
     task_dict = get_task_dict(names, manager)
     res = _simple_evaluate(cfg, lm, manager, [task_dict[n] for n in names])
+
+    def encode(text: str) -> list[int]:
+        return lm.tok_encode(text, add_special_tokens=False)
+
+    tokens_dir = Path(lm.tokenizer_dir).parent / "tokens"  # WORKDIR/tokens beside WORKDIR/tokenizer
     for name in names:
         source = name.removeprefix(bpb_texts.TASK_PREFIX)
         texts = bpb_texts.load_texts(source, lm.tokenizer_dir, cfg.bpb_max_bytes)
-        metrics = res["results"][name]
+        insample = bpb_texts.unigram_bpb(texts, encode)
+        trained = bpb_texts.train_unigram_bpb(texts, encode, tokens_dir, lm.model.args.vocab_size)
         out[source] = {
-            "bits_per_byte": metrics.get("bits_per_byte,none"),
-            "unigram_bits_per_byte": bpb_texts.unigram_bpb(texts, lambda t: lm.tok_encode(t, add_special_tokens=False)),
+            "bits_per_byte": res["results"][name].get("bits_per_byte,none"),
+            "unigram_bits_per_byte": trained if trained is not None else insample,
+            "unigram_from": "training shards" if trained is not None else "the text itself",
+            "unigram_insample_bits_per_byte": insample,
             "docs": len(texts),
             "bytes": sum(len(t.encode("utf-8")) for t in texts),
-            "tokens": sum(len(lm.tok_encode(t, add_special_tokens=False)) for t in texts),
+            "tokens": sum(len(encode(t)) for t in texts),
         }
     return out
 

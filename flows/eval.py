@@ -48,9 +48,20 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
     for name, r in (newest["results"].get("_bpb") or {}).items():
         if "bits_per_byte" in r:
             figs[f"bpb_{name}"] = {k: r[k] for k in ("bits_per_byte", "unigram_bits_per_byte", "bytes")}
+            figs[f"bpb_{name}"]["learned"] = learning_verdict(r["bits_per_byte"], r["unigram_bits_per_byte"])
     for name, c in (results.get("contamination") or {}).get("benchmarks", {}).items():
         figs.setdefault(name, {})["contaminated_share"] = c["share"]
     return figs
+
+
+def learning_verdict(bpb: float, unigram: float) -> str:
+    """One line for report.md: is the model below the best unigram model of the same text?"""
+    ratio = bpb / unigram
+    if ratio < 0.9:
+        return f"yes: {bpb:.3f} bits/byte is {1 - ratio:.0%} below the unigram baseline {unigram:.3f}"
+    if ratio < 1.0:
+        return f"barely: {bpb:.3f} bits/byte vs unigram baseline {unigram:.3f}"
+    return f"no: {bpb:.3f} bits/byte is not below the unigram baseline {unigram:.3f}"
 
 
 @flow(name="eval")

@@ -51,3 +51,28 @@ def test_bpb_equals_the_models_own_log_likelihood_over_bytes(tiny_workdir, tmp_p
     assert en["bytes"] == n_bytes and en["docs"] == 2
     assert en["bits_per_byte"] == pytest.approx(nll / n_bytes / math.log(2), rel=1e-5)
     assert en["unigram_bits_per_byte"] > 0
+
+
+def test_training_shard_unigram_is_no_better_than_the_texts_own(tiny_workdir, tmp_path):
+    """Gibbs' inequality: the text's own token frequencies give the fewest bits of any unigram model."""
+    from transformers import AutoTokenizer
+
+    from crawl2score.eval.bpb import train_unigram_bpb
+    from crawl2score.tokenizer.shards import write_shards
+
+    corpus = tmp_path / "corpus.jsonl"
+    docs = [f"Document {i}: the answer is {i * 7} and the sum is {i + 3}." for i in range(50)]
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(docs)))
+    write_shards([corpus], tiny_workdir / "tokenizer", tmp_path / "tokens", workers=1)
+    tok = AutoTokenizer.from_pretrained(str(tiny_workdir / "tokenizer"))
+
+    def encode(t):
+        return tok.encode(t, add_special_tokens=False)
+
+    texts = ["The answer is 14 and the sum is 5.", "Another document with different words entirely."]
+    trained = train_unigram_bpb(texts, encode, tmp_path / "tokens", 512)
+    assert trained is not None and trained > unigram_bpb(texts, encode) > 0
+    seen = train_unigram_bpb(docs[:5], encode, tmp_path / "tokens", 512)
+    assert seen < trained  # text like the training text costs fewer bits under its frequencies
+    assert train_unigram_bpb(texts, encode, tmp_path / "tokens", 1024) is None  # another vocabulary
+    assert train_unigram_bpb(texts, encode, tmp_path / "nowhere", 512) is None
