@@ -128,7 +128,7 @@ def _math(cfg: EvalConfig, lm, manager, out_dir: str | Path | None) -> dict[str,
         records = [_record(lm, s, cfg.score_timeout_s, cfg.protocol) for s in res["samples"][name]]
         lm_eval_metrics = {k: v for k, v in res["results"][name].items() if isinstance(v, (int, float))}
         out[short_name(name)] = {
-            "task": name,
+            "lm_eval_task": name,
             **summarize(records),
             "requests": request_stats([r for r in requests if r.get("task") == name]),
             "lm_eval": lm_eval_metrics,

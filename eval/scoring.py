@@ -435,7 +435,7 @@ def score_predictions(
 ) -> tuple[dict[str, Any], list[ProblemRecord]]:
     """Score `{"id", "output"[, "sample"]}` rows against a benchmark's gold answers.
 
-    Returns the summary (task, problems, samples, accuracy, ...) and the per-problem records. Every
+    Returns the summary (benchmark, problems, samples, accuracy, ...) and the per-problem records. Every
     benchmark problem is scored: one without a prediction is an error, or with `allow_partial` counts as
     wrong and is listed in `missing_ids`. Empty input, unknown or duplicate ids (two rows of one problem
     without distinct `sample` numbers) and non-string outputs are errors (ValueError).
@@ -467,7 +467,7 @@ def score_predictions(
                 protocol=protocol,
             )
         )
-    summary = {"task": name, "protocol": protocol, **summarize(records), "missing_ids": missing}
+    summary = {"benchmark": name, "protocol": protocol, **summarize(records), "missing_ids": missing}
     return summary, records
 
 

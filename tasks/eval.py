@@ -77,9 +77,11 @@ def score_rows(step: str, results: dict[str, Any]) -> list[dict[str, Any]]:
                 "benchmark": f"bpb {name}",
                 "metric": "bits_per_byte",
                 "value": _r4(r.get("bits_per_byte")),
-                "ci95 / baseline": f"unigram {_r4(r['unigram_bits_per_byte'])}"
-                if "bits_per_byte" in r
-                else r["skipped"],
+                "ci95 / baseline": (
+                    f"unigram {_r4(r['unigram_bits_per_byte'])}, in-sample {_r4(r['unigram_insample_bits_per_byte'])}"
+                    if "bits_per_byte" in r
+                    else r["skipped"]
+                ),
                 "problems or bytes": r.get("bytes"),
                 "no_answer_rate": None,
             }

@@ -252,7 +252,7 @@ def test_score_command_prints_json(tmp_path, bench_dir, capsys):
     code = main([*argv, "--allow-partial", "--details", str(details)])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["task"] == "math500" and out["problems"] == 500 and out["samples"] == 4
+    assert out["benchmark"] == "math500" and out["problems"] == 500 and out["samples"] == 4
     assert out["accuracy"] == pytest.approx((0.5 + 1 + 1) / 500)
     assert out["missing"] == 497 and out["hit_limit_rate"] == 1.0
     lines = [json.loads(x) for x in details.read_text().splitlines()]
