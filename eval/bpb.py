@@ -52,8 +52,8 @@ def _take(texts, max_bytes: int) -> list[str]:
     return out
 
 
-def heldout_path(tokenizer_dir: str | Path, source: str) -> Path:
-    return Path(tokenizer_dir) / "heldout" / f"{source.removeprefix('heldout_')}.jsonl"
+def heldout_path(heldout_dir: str | Path, source: str) -> Path:
+    return Path(heldout_dir) / f"{source.removeprefix('heldout_')}.jsonl"
 
 
 def public_path(shared_dir: str | Path | None = None) -> Path:
@@ -80,18 +80,19 @@ def _public_texts(path: Path):
                 yield text
 
 
-def available(source: str, tokenizer_dir: str | Path | None) -> str | None:
+def available(source: str, heldout_dir: str | Path | None) -> str | None:
     """None if the source can be read, else why not (the stage reports it and goes on)."""
     if source.startswith("heldout_"):
-        path = heldout_path(tokenizer_dir or ".", source)
+        path = heldout_path(heldout_dir or ".", source)
         return None if path.is_file() and path.stat().st_size else f"no held-out text at {path}"
     path = public_path()
     return None if path.is_file() else f"public text not found at {path}"
 
 
-def load_texts(source: str, tokenizer_dir: str | Path | None, max_bytes: int) -> list[str]:
+def load_texts(source: str, heldout_dir: str | Path | None, max_bytes: int) -> list[str]:
+    """The first `max_bytes` of a source; held-out texts from `heldout_dir` (WORKDIR/tokenizer/heldout)."""
     if source.startswith("heldout_"):
-        with open(heldout_path(tokenizer_dir or ".", source), encoding="utf-8") as f:
+        with open(heldout_path(heldout_dir or ".", source), encoding="utf-8") as f:
             return _take((json.loads(line)["text"] for line in f if line.strip()), max_bytes)
     if source == "public":
         return _take(_public_texts(public_path()), max_bytes)

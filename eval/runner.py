@@ -62,18 +62,27 @@ def evaluate_checkpoint(
     *,
     tokenizer: str | Path | None = None,
     out_dir: str | Path | None = None,
+    heldout_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run lm-eval on `checkpoint`; write `<out_dir>/<benchmark>.samples.jsonl`; return figures per benchmark."""
+    """Run lm-eval on `checkpoint`; write `<out_dir>/<benchmark>.samples.jsonl`; return figures per benchmark.
+
+    `heldout_dir`: the tokenizer stage's held-out texts (default: `heldout/` in the checkpoint's tokenizer
+    dir); an imported model with its own tokenizer is scored on the same bytes through it.
+    """
     lm = make_lm(cfg, checkpoint, tokenizer)
-    return evaluate_lm(cfg, lm, out_dir=out_dir)
+    return evaluate_lm(cfg, lm, out_dir=out_dir, heldout_dir=heldout_dir)
 
 
-def _manager(cfg: EvalConfig, lm):
+def _heldout_dir(lm, heldout_dir: str | Path | None) -> Path:
+    return Path(heldout_dir) if heldout_dir else Path(lm.tokenizer_dir) / "heldout"
+
+
+def _manager(cfg: EvalConfig, lm, heldout_dir: str | Path | None = None):
     from lm_eval.tasks import TaskManager
 
     metadata = {
         "benchmarks_dir": str(benchmarks_dir(cfg.benchmarks_dir)),
-        "tokenizer_dir": str(lm.tokenizer_dir),
+        "heldout_dir": str(_heldout_dir(lm, heldout_dir)),
         "bpb_max_bytes": cfg.bpb_max_bytes,
     }
     return TaskManager(include_path=str(YAML_DIR), include_defaults=False, metadata=metadata)
@@ -94,14 +103,16 @@ def _simple_evaluate(cfg: EvalConfig, lm, manager, tasks: list, **kwargs: Any) -
     )
 
 
-def evaluate_lm(cfg: EvalConfig, lm, *, out_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate_lm(
+    cfg: EvalConfig, lm, *, out_dir: str | Path | None = None, heldout_dir: str | Path | None = None
+) -> dict[str, Any]:
     """The math benchmarks (cfg.protocol) and the BPB texts on one lm-eval model."""
     out: dict[str, Any] = {}
-    manager = _manager(cfg, lm)
+    manager = _manager(cfg, lm, heldout_dir)
     if cfg.benchmarks:
         out.update(_math(cfg, lm, manager, out_dir))
     if cfg.bpb:
-        out["_bpb"] = evaluate_bpb(cfg, lm, manager)
+        out["_bpb"] = evaluate_bpb(cfg, lm, manager, heldout_dir)
     if lm.spec_stats:
         out["_speculative"] = dict(lm.spec_stats)
     return out
@@ -160,15 +171,16 @@ def request_stats(log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def evaluate_bpb(cfg: EvalConfig, lm, manager=None) -> dict[str, Any]:
-    """Bits per byte per text through lm-eval, with the unigram baseline of the same tokens."""
+def evaluate_bpb(cfg: EvalConfig, lm, manager=None, heldout_dir: str | Path | None = None) -> dict[str, Any]:
+    """Bits per byte per text through lm-eval, with the unigram baselines of the same tokens."""
     from lm_eval.tasks import get_task_dict
 
-    manager = manager or _manager(cfg, lm)
+    heldout = _heldout_dir(lm, heldout_dir)
+    manager = manager or _manager(cfg, lm, heldout)
     out: dict[str, Any] = {}
     names = []
     for source in cfg.bpb:
-        why = bpb_texts.available(source, lm.tokenizer_dir)
+        why = bpb_texts.available(source, heldout)
         if why:
             out[source] = {"skipped": why}
         else:
@@ -181,10 +193,10 @@ def evaluate_bpb(cfg: EvalConfig, lm, manager=None) -> dict[str, Any]:
     def encode(text: str) -> list[int]:
         return lm.tok_encode(text, add_special_tokens=False)
 
-    tokens_dir = Path(lm.tokenizer_dir).parent / "tokens"  # WORKDIR/tokens beside WORKDIR/tokenizer
+    tokens_dir = heldout.parent.parent / "tokens"  # WORKDIR/tokens beside WORKDIR/tokenizer/heldout
     for name in names:
         source = name.removeprefix(bpb_texts.TASK_PREFIX)
-        texts = bpb_texts.load_texts(source, lm.tokenizer_dir, cfg.bpb_max_bytes)
+        texts = bpb_texts.load_texts(source, heldout, cfg.bpb_max_bytes)
         insample = bpb_texts.unigram_bpb(texts, encode)
         trained = bpb_texts.train_unigram_bpb(texts, encode, tokens_dir, lm.model.args.vocab_size)
         out[source] = {

@@ -78,7 +78,8 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
     input_keys = _input_keys(config, checkpoints)
     section = config.section_dict("eval")
     out = stage_dir(config.workdir, "eval")
-    tokenizer = Path(config.workdir) / "tokenizer"
+    tokenizer = Path(config.eval.tokenizer or Path(config.workdir) / "tokenizer")
+    heldout = Path(config.workdir) / "tokenizer" / "heldout"  # the same bytes whichever tokenizer scores them
 
     def body(key: str) -> dict[str, Any]:
         runs = []
@@ -86,7 +87,9 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
             from crawl2score.model.checkpoint import resolve_checkpoint
 
             step = resolve_checkpoint(ckpt)
-            runs.append(evaluate_checkpoint_task(section, str(step), str(tokenizer), str(out / step.name)))
+            runs.append(
+                evaluate_checkpoint_task(section, str(step), str(tokenizer), str(out / step.name), str(heldout))
+            )
         contamination = None
         if config.eval.contamination:
             contamination = contamination_task(

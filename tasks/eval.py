@@ -17,7 +17,9 @@ from crawl2score.workdir import atomic_write_json
 
 
 @task(name="eval-checkpoint")
-def evaluate_checkpoint_task(section: dict[str, Any], checkpoint: str, tokenizer: str, out_dir: str) -> dict[str, Any]:
+def evaluate_checkpoint_task(
+    section: dict[str, Any], checkpoint: str, tokenizer: str, out_dir: str, heldout_dir: str | None = None
+) -> dict[str, Any]:
     """lm-eval on one checkpoint; per-task sample files in `out_dir`; figures per task."""
     from crawl2score.config.eval import EvalConfig
     from crawl2score.eval.lineage import checkpoint_lineage
@@ -27,7 +29,7 @@ def evaluate_checkpoint_task(section: dict[str, Any], checkpoint: str, tokenizer
     cfg = EvalConfig.model_validate(section)
     step = resolve_checkpoint(checkpoint)
     logger().info("evaluating %s on %s (%s protocol)", step, ", ".join(cfg.benchmarks), cfg.protocol)
-    results = evaluate_checkpoint(cfg, step, tokenizer=tokenizer, out_dir=out_dir)
+    results = evaluate_checkpoint(cfg, step, tokenizer=tokenizer, out_dir=out_dir, heldout_dir=heldout_dir)
     table_artifact(f"eval-{step.name}", score_rows(step.name, results), description=f"evaluation of {step}")
     return {"checkpoint": checkpoint_lineage(step), "results": results}
 

@@ -40,6 +40,9 @@ class EvalConfig(BaseModel):
         False, description="cut prompts longer than the context from the left (counted) instead of failing"
     )
     checkpoints: list[str] = Field(default_factory=list, description="default: the newest checkpoint")
+    tokenizer: str | None = Field(
+        None, description="tokenizer dir of the checkpoints (an imported model's HF folder); default WORKDIR/tokenizer"
+    )
     speculative: bool = Field(False, description="MTP self-speculative decoding for greedy benchmarks (same text)")
     score_timeout_s: float = Field(5.0, gt=0.0, description="math-verify budget per sample")
     contamination: bool = Field(True, description="13-gram overlap of each benchmark with WORKDIR/data/output")

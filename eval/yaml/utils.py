@@ -111,10 +111,10 @@ def process_results_base(doc: dict[str, Any], results: list[Any]) -> dict[str, f
 
 
 def load_bpb_texts(
-    source: str, tokenizer_dir: str | None = None, bpb_max_bytes: int = 200_000, **_metadata: Any
+    source: str, heldout_dir: str | None = None, bpb_max_bytes: int = 200_000, **_metadata: Any
 ) -> datasets.DatasetDict:
     """`custom_dataset` hook of the c2s_bpb_* tasks: the source's texts (eval/bpb.py) as a `test` split."""
     from crawl2score.eval.bpb import load_texts
 
-    rows = [{"text": t} for t in load_texts(source, tokenizer_dir, int(bpb_max_bytes))]
+    rows = [{"text": t} for t in load_texts(source, heldout_dir, int(bpb_max_bytes))]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})

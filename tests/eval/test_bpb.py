@@ -76,3 +76,25 @@ def test_training_shard_unigram_is_no_better_than_the_texts_own(tiny_workdir, tm
     assert seen < trained  # text like the training text costs fewer bits under its frequencies
     assert train_unigram_bpb(texts, encode, tmp_path / "tokens", 1024) is None  # another vocabulary
     assert train_unigram_bpb(texts, encode, tmp_path / "nowhere", 512) is None
+
+
+def test_another_tokenizer_is_scored_on_the_same_bytes(tiny_workdir, tmp_path):
+    """An imported model brings its own tokenizer: the held-out bytes stay those of WORKDIR/tokenizer."""
+    from crawl2score.eval.runner import evaluate_checkpoint
+
+    from .conftest import build_checkpoint, build_tokenizer
+
+    heldout = tmp_path / "work" / "tokenizer" / "heldout"
+    heldout.mkdir(parents=True)
+    texts = ["Bits per byte do not depend on the tokenizer. " * 4, "Same bytes, other tokens. " * 6]
+    (heldout / "en.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    other = tmp_path / "imported"
+    build_tokenizer(other / "tokenizer", ["completely different training text " * 50], vocab_size=300)
+    build_checkpoint(other, vocab_size=300, seed=1)
+    cfg = EvalConfig(benchmarks=[], bpb=["heldout_en"], bpb_max_bytes=10_000)
+    ours = evaluate_checkpoint(cfg, tiny_workdir / "checkpoints", heldout_dir=heldout)["_bpb"]["heldout_en"]
+    theirs = evaluate_checkpoint(cfg, other / "checkpoints", heldout_dir=heldout)["_bpb"]["heldout_en"]
+    assert ours["bytes"] == theirs["bytes"] == sum(len(t.encode()) for t in texts)
+    assert ours["tokens"] != theirs["tokens"]
+    assert ours["unigram_from"] == theirs["unigram_from"] == "the text itself"  # no WORKDIR/tokens here
+    assert 0 < theirs["bits_per_byte"] and 0 < ours["bits_per_byte"]
