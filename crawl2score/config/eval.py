@@ -18,7 +18,7 @@ class EvalConfig(BaseModel):
     )
     # Bits per byte (lm-eval rolling log-likelihood): the tokenizer stage's held-out text per language
     # (heldout_en, heldout_zh) and a fixed public text (public); any model, any tokenizer, same bytes.
-    bpb: list[str] = Field(
+    bpb: list[Literal["heldout_en", "heldout_zh", "public"]] = Field(
         default_factory=lambda: ["heldout_en", "heldout_zh", "public"], description="bits-per-byte texts (eval/bpb.py)"
     )
     bpb_max_bytes: int = Field(200_000, ge=1, description="bytes of each BPB text scored (its first documents)")
