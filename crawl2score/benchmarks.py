@@ -36,6 +36,12 @@ PROTOCOLS = ("chat", "base")
 TASK_PREFIX = "c2s_"
 
 
+def shared_data_dir() -> Path:
+    """`$CRAWL2SCORE_SHARED_DIR/data`, else `<repo>/../shared/data` (read-only material beside the repo)."""
+    shared = os.environ.get("CRAWL2SCORE_SHARED_DIR")
+    return (Path(shared) if shared else REPO.parent / "shared") / "data"
+
+
 def benchmarks_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """`override`, else $CRAWL2SCORE_BENCHMARKS_DIR, else `$CRAWL2SCORE_SHARED_DIR/data/benchmarks`, else
     `<repo>/../shared/data/benchmarks`."""
@@ -44,8 +50,7 @@ def benchmarks_dir(override: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    shared = os.environ.get("CRAWL2SCORE_SHARED_DIR")
-    return (Path(shared) if shared else REPO.parent / "shared") / "data" / "benchmarks"
+    return shared_data_dir() / "benchmarks"
 
 
 def short_name(task: str) -> str:

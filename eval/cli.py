@@ -3,7 +3,7 @@
 lm-eval 0.4.13 finds models only in its registry (filled by `@register_model` on import and its own
 built-in table); it does not read the `lm_eval.models` entry-point group. So `lm_eval --model crawl2score`
 fails on its own; `crawl2score eval -- ARGS` and `python -m eval ARGS` import `eval.lm` first and then
-hand ARGS to lm-eval unchanged (adding `--include_path eval/tasks` unless given).
+hand ARGS to lm-eval unchanged (adding `--include_path eval/yaml` unless given).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ command line through `crawl2score eval -- ARGS` or `python -m eval ARGS`, which 
 model_args: `checkpoint` (a step dir, or a checkpoints dir with `latest`), `tokenizer` (default
 `<checkpoints>/../tokenizer`, i.e. WORKDIR/tokenizer), `device`, `batch_size`, `max_new_tokens` (cap on
 lm-eval's `max_gen_toks`), `seed` (sampling), `dtype` (float32, bfloat16), `speculative` (MTP
-self-speculative decoding for greedy requests; same text, fewer main-model passes).
+self-speculative decoding for greedy requests; same text, fewer main-model passes), `truncate_prompts`
+(cut over-long prompts from the left, counted, instead of failing).
+
+Generation budgets never cut the prompt: a request gets min(requested, context - prompt) new tokens
+(`plan_budget`). A prompt that leaves no room is an error naming the problem, unless `truncate_prompts`.
 
 Every forward goes through two seams: `_logits` (scoring) and `_generate` (decoding).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,47 @@ from crawl2score.eval.decoding import Generation, decode, until_checker
 from crawl2score.model.checkpoint import default_tokenizer_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Text that starts another turn in a chat template: generation ends there as it ends at EOS (DeepSeek-V3's
+# format closes the assistant turn with EOS and opens the next with `<｜User｜>`).
+TURN_STARTS = ("<｜User｜>", "<|im_start|>", "<|start_header_id|>")
+
+
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room for one new token in the model's context."""
+
+
+@dataclass
+class Budget:
+    prompt: list[int]  # the ids the model sees
+    max_new: int  # new tokens it may add
+    requested: int  # what the task asked for
+    truncated: bool  # prompt cut from the left (only with truncate_prompts)
+
+
+def plan_budget(prompt: list[int], requested: int, context: int, *, truncate: bool = False, name: str = "") -> Budget:
+    """New tokens = min(requested, context - prompt length); the prompt is never cut silently.
+
+    A prompt with no room left is an error naming the request, or with `truncate` keeps its last
+    `context - min(requested, context // 2)` tokens and is marked truncated (the results count it).
+    """
+    room = context - len(prompt)
+    if room >= 1:
+        return Budget(list(prompt), min(requested, room), requested, False)
+    if not truncate:
+        raise PromptTooLong(
+            f"{name or 'a request'}: prompt of {len(prompt)} tokens leaves no room in the model's "
+            f"{context}-token context (set eval.truncate_prompts=true to cut it from the left, counted)"
+        )
+    max_new = max(1, min(requested, context // 2))
+    return Budget(list(prompt[-(context - max_new) :]), max_new, requested, True)
+
+
+def _request_name(req: Any) -> str:
+    doc = getattr(req, "doc", None)
+    pid = doc.get("id") if isinstance(doc, dict) else None
+    task = getattr(req, "task_name", None)
+    return f"{task or 'request'} problem {pid if pid is not None else getattr(req, 'doc_id', '?')}"
 
 
 def _as_bool(value: Any) -> bool:
@@ -47,31 +93,45 @@ def request_seed(base: int, context: str, occurrence: int) -> int:
 class Crawl2ScoreLM(TemplateLM):
     def __init__(
         self,
-        checkpoint: str,
-        tokenizer: str | None = None,
+        checkpoint: str | None = None,
+        tokenizer: Any = None,
         device: str = "cpu",
         batch_size: int | str = 8,
         max_new_tokens: int | str | None = None,
         seed: int | str = 1234,
         dtype: str | None = None,
         speculative: bool | str = False,
+        truncate_prompts: bool | str = False,
+        model: torch.nn.Module | None = None,
         **_ignored: Any,  # lm-eval passes max_batch_size etc.
     ) -> None:
+        """`model` (and a tokenizer object) instead of `checkpoint`: any built model, e.g. a preset's shape on
+        the meta device, whose request plan tests check without weights."""
         super().__init__()
         from transformers import AutoTokenizer
 
         from crawl2score.model import load_checkpoint
         from crawl2score.model.checkpoint import resolve_checkpoint
 
-        self.checkpoint_dir = resolve_checkpoint(checkpoint)
         if str(device or "cpu").startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"  # lm-eval's CLI passes --device cuda by default
         self._device = torch.device(device or "cpu")
-        self.model = load_checkpoint(
-            self.checkpoint_dir, device=self._device, dtype=DTYPES[dtype] if dtype else None
-        ).eval()
-        self.tokenizer_dir = Path(tokenizer) if tokenizer else default_tokenizer_dir(checkpoint)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir), local_files_only=True)
+        if model is not None:
+            self.checkpoint_dir = Path(checkpoint) if checkpoint else None
+            self.model = model.eval()
+        else:
+            if not checkpoint:
+                raise ValueError("crawl2score model: give checkpoint=DIR")
+            self.checkpoint_dir = resolve_checkpoint(checkpoint)
+            self.model = load_checkpoint(
+                self.checkpoint_dir, device=self._device, dtype=DTYPES[dtype] if dtype else None
+            ).eval()
+        if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+            self.tokenizer, self.tokenizer_dir = tokenizer, Path(getattr(tokenizer, "name_or_path", "") or ".")
+        else:
+            self.tokenizer_dir = Path(tokenizer) if tokenizer else default_tokenizer_dir(checkpoint)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir), local_files_only=True)
+        self.truncate_prompts = _as_bool(truncate_prompts)
         self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 8
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens not in (None, "") else None
         self.seed = int(seed)
@@ -112,15 +172,50 @@ class Crawl2ScoreLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         """Training shards hold documents separated by EOS only (no BOS), so a text starts after an EOS:
-        the prefix token (EOS) is prepended unless `add_special_tokens=False`."""
+        the prefix token (EOS) is prepended unless `add_special_tokens=False`.
+
+        A chat-formatted prompt (it starts with the template's BOS text) is the one place where special
+        tokens written as text are meant as special ids; everywhere else they encode as plain bytes, as in
+        the training shards.
+        """
+        bos = self.tokenizer.bos_token
+        if bos and string.startswith(bos) and self.chat_template_text:
+            return self.tokenizer.encode(string, add_special_tokens=False, split_special_tokens=False)
         ids = self.tokenizer.encode(string, add_special_tokens=False)
         return ids if add_special_tokens is False else [self.prefix_token_id, *ids]
+
+    # ---- chat -----------------------------------------------------------------------------------------
+    @property
+    def chat_template_text(self) -> str | None:
+        """The tokenizer's chat template (our tokenizer stage writes DeepSeek-V3's), None without one."""
+        return getattr(self.tokenizer, "chat_template", None) or None
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.tokenizer_dir).replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.chat_template_text
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def turn_stops(self) -> list[str]:
+        """Where an assistant turn ends besides EOS: the text that opens the template's next turn."""
+        template = self.chat_template_text or ""
+        return [t for t in TURN_STARTS if t in template]
 
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def get_model_info(self) -> dict[str, Any]:
         return {"model_checkpoint": str(self.checkpoint_dir), "tokenizer": str(self.tokenizer_dir)}
+
+    def _decode_raw(self, tokens: list[int]) -> str:
+        """Special tokens kept: the stop check must see `<｜User｜>` where it is a special id."""
+        return self.tokenizer.decode(tokens, skip_special_tokens=False)
 
     # ---- seams ----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -204,7 +299,6 @@ class Crawl2ScoreLM(TemplateLM):
         max_new = int(kw.pop("max_gen_toks", kw.pop("max_new_tokens", 256)))
         if self.max_new_tokens is not None:
             max_new = min(max_new, self.max_new_tokens)
-        max_new = max(1, min(max_new, self.max_length - 1))
         do_sample = _as_bool(kw.pop("do_sample", False))
         temperature = float(kw.pop("temperature", 0.0) or 0.0)
         top_p = float(kw.pop("top_p", 1.0) or 1.0)
@@ -212,41 +306,50 @@ class Crawl2ScoreLM(TemplateLM):
             temperature = 0.0
         return {"until": until, "max_new_tokens": max_new, "temperature": temperature, "top_p": top_p}
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Batched by identical settings, longest contexts first; each row stops at `until` or EOS."""
-        results: list[str | None] = [None] * len(requests)
+    def plan_requests(self, requests) -> list[tuple[int, str, Budget, dict[str, Any], int]]:
+        """(index, context, budget, settings, seed) per request: the exact ids and token budget decoded.
+
+        Chat-formatted contexts also stop at the start of another turn.
+        """
         seen: Counter[str] = Counter()
-        items = []
+        plans = []
         for i, req in enumerate(requests):
             context, gen_kwargs = req.args
             s = self._settings(gen_kwargs)
+            bos = self.tokenizer.bos_token
+            if bos and context.startswith(bos) and self.chat_template_text:
+                s["until"] += [t for t in self.turn_stops() if t not in s["until"]]
             occurrence = seen[context]
             seen[context] += 1
-            ctx = self.tok_encode(context)
-            keep = self.max_length - s["max_new_tokens"]
-            truncated = len(ctx) > keep
-            ctx = ctx[-keep:]
-            seed = request_seed(self.seed, context, occurrence)
-            items.append((i, context, ctx, s, seed, truncated))
+            budget = plan_budget(
+                self.tok_encode(context),
+                s["max_new_tokens"],
+                self.max_length,
+                truncate=self.truncate_prompts,
+                name=_request_name(req),
+            )
+            s["task"] = getattr(req, "task_name", None)
+            plans.append((i, context, budget, s, request_seed(self.seed, context, occurrence)))
+        return plans
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Batched by identical settings and budget, longest contexts first; each row stops at `until` or EOS."""
+        results: list[str | None] = [None] * len(requests)
         groups: dict[str, list] = defaultdict(list)
-        for item in items:
-            groups[repr(sorted((k, str(v)) for k, v in item[3].items()))].append(item)
+        for plan in self.plan_requests(requests):
+            _, _, budget, s, _ = plan
+            groups[repr((budget.max_new, sorted((k, str(v)) for k, v in s.items() if k != "task")))].append(plan)
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until")
         for group in groups.values():
-            group.sort(key=lambda it: -len(it[2]))
+            group.sort(key=lambda p: -len(p[2].prompt))
             for start in range(0, len(group), self.batch_size):
                 batch = group[start : start + self.batch_size]
-                s = batch[0][3]
-                stop = until_checker(self.tok_decode, s["until"])
+                s, max_new = batch[0][3], batch[0][2].max_new
+                stop = until_checker(self._decode_raw, s["until"])
                 gens: list[Generation] = self._generate(
-                    [it[2] for it in batch],
-                    s["max_new_tokens"],
-                    s["temperature"],
-                    s["top_p"],
-                    [it[4] for it in batch],
-                    stop,
+                    [p[2].prompt for p in batch], max_new, s["temperature"], s["top_p"], [p[4] for p in batch], stop
                 )
-                for (i, context, _ctx, s_, seed, truncated), g in zip(batch, gens, strict=True):
+                for (i, context, budget, s_, seed), g in zip(batch, gens, strict=True):
                     text = self.tok_decode(g.tokens)
                     for u in s_["until"]:
                         text = text.split(u)[0]
@@ -255,10 +358,14 @@ class Crawl2ScoreLM(TemplateLM):
                     self.generation_log.append(
                         {
                             **s_,
+                            "max_new_tokens": budget.max_new,
+                            "requested_new_tokens": budget.requested,
+                            "prompt_tokens": len(budget.prompt),
                             "seed": seed,
                             "new_tokens": len(g.tokens),
                             "finish": g.finish,
-                            "context_truncated": truncated,
+                            "context_truncated": budget.truncated,
+                            "context": self.max_length,
                         }
                     )
                 bar.update(len(batch))

@@ -45,9 +45,27 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
             continue
         figs[name] = {k: r[k] for k in ("accuracy", "problems", "samples", "no_answer_rate", "hit_limit_rate")}
         figs[name]["ci95_low"], figs[name]["ci95_high"] = r["ci95"]
+    for name, r in (newest["results"].get("_bpb") or {}).items():
+        if "bits_per_byte" in r:
+            keys = ("bits_per_byte", "unigram_bits_per_byte", "unigram_insample_bits_per_byte", "bytes")
+            figs[f"bpb_{name}"] = {k: r[k] for k in keys}
+            figs[f"bpb_{name}"]["learned"] = learning_verdict(
+                r["bits_per_byte"], min(r["unigram_bits_per_byte"], r["unigram_insample_bits_per_byte"])
+            )
     for name, c in (results.get("contamination") or {}).get("benchmarks", {}).items():
         figs.setdefault(name, {})["contaminated_share"] = c["share"]
     return figs
+
+
+def learning_verdict(bpb: float, unigram: float) -> str:
+    """One line for report.md: is the model below the best unigram model of the same text (the text's own
+    token entropy, which no unigram model beats, when that is the lower of the two baselines)?"""
+    ratio = bpb / unigram
+    if ratio < 0.9:
+        return f"yes: {bpb:.3f} bits/byte is {1 - ratio:.0%} below the unigram baseline {unigram:.3f}"
+    if ratio < 1.0:
+        return f"barely: {bpb:.3f} bits/byte vs unigram baseline {unigram:.3f}"
+    return f"no: {bpb:.3f} bits/byte is not below the unigram baseline {unigram:.3f}"
 
 
 @flow(name="eval")
@@ -60,7 +78,8 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
     input_keys = _input_keys(config, checkpoints)
     section = config.section_dict("eval")
     out = stage_dir(config.workdir, "eval")
-    tokenizer = Path(config.workdir) / "tokenizer"
+    tokenizer = Path(config.eval.tokenizer or Path(config.workdir) / "tokenizer")
+    heldout = Path(config.workdir) / "tokenizer" / "heldout"  # the same bytes whichever tokenizer scores them
 
     def body(key: str) -> dict[str, Any]:
         runs = []
@@ -68,12 +87,14 @@ def eval_flow(config: Config, force: bool = False) -> dict[str, Any]:
             from crawl2score.model.checkpoint import resolve_checkpoint
 
             step = resolve_checkpoint(ckpt)
-            runs.append(evaluate_checkpoint_task(config.eval, str(step), str(tokenizer), str(out / step.name)))
+            runs.append(
+                evaluate_checkpoint_task(config.eval, str(step), str(tokenizer), str(out / step.name), str(heldout))
+            )
         contamination = None
         if config.eval.contamination:
             contamination = contamination_task(
                 str(Path(config.workdir) / "data" / "output"),
-                config.eval.tasks,
+                config.eval.benchmarks,
                 str(benchmarks_dir(config.eval.benchmarks_dir)),
                 config.eval.contamination_ngram,
             )

@@ -55,7 +55,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("vocab_size", "heldout.all.bytes_per_token", "train_mb_per_s"),
     "tokens": ("num_tokens", "num_docs", "num_shards"),
     "train": ("steps", "tokens", "loss", "ce_loss", "tokens_per_s"),
-    "eval": ("*.accuracy", "*.bpb", "checkpoint_step"),
+    "eval": ("*.accuracy", "*.bits_per_byte", "checkpoint_step"),
 }
 
 

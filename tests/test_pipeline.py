@@ -30,7 +30,8 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) 
             "train.log_every=1",
             "eval.limit=1",
             "eval.max_new_tokens=8",
-            "eval.tasks=[math500]",
+            "eval.benchmarks=[math500]",
+            "eval.bpb_max_bytes=5000",
         ],
         workdir=tmp_path / "work",
     )
@@ -40,6 +41,9 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) 
     report = json.loads((tmp_path / "work" / "report.json").read_text())
     assert set(report) >= set(STAGES)
     assert (tmp_path / "work" / "report.md").read_text().startswith("# crawl2score report")
+    # bits per byte beside the math score: held-out text from the tokenizer stage, the public text
+    for text in ("heldout_en", "heldout_zh", "public"):
+        assert report["eval"][f"bpb_{text}"]["bits_per_byte"] > 0, text
 
     second = pipeline(config=cfg)
     assert all(r["skipped"] for r in second["stages"].values())

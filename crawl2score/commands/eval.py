@@ -13,17 +13,19 @@ from crawl2score.commands import CLIError, add_common_args, config_from_args, pr
 def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser(
         "eval",
-        help="evaluate checkpoints with lm-eval (AIME 2024, MATH-500, CNMO 2024); `-- ARGS` runs lm-eval's CLI",
+        help="evaluate checkpoints with lm-eval (AIME 2024, MATH-500, CNMO 2024, bits per byte); `-- ARGS` runs lm-eval's CLI",
         description=(
             "Evaluate the newest checkpoint (or --checkpoint ...) and write WORKDIR/eval/results.json. "
             "Everything after `--` is handed to lm-eval's own command line with the `crawl2score` model "
-            "registered and eval/tasks on the include path, e.g. "
+            "registered and eval/yaml on the include path, e.g. "
             "`crawl2score eval -- --model crawl2score --model_args checkpoint=work/checkpoints "
             "--tasks c2s_math500_base --limit 5`."
         ),
     )
     add_common_args(e)
-    e.add_argument("--tasks", default=None, help="comma-separated benchmarks: aime24, aime25, math500, cnmo24")
+    e.add_argument("--benchmarks", default=None, help="comma-separated benchmarks: aime24, aime25, math500, cnmo24")
+    # The old name, hidden: "tasks" now means Prefect tasks.
+    e.add_argument("--tasks", dest="benchmarks", default=None, help=argparse.SUPPRESS)
     e.add_argument(
         "--protocol", choices=["chat", "base"], default=None, help="chat: zero-shot sampled; base: few-shot greedy"
     )
@@ -39,9 +41,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score",
         help="score a JSONL of model outputs ({id, output} per line) against a benchmark's gold answers",
     )
-    s.add_argument("--task", required=True, help="aime24, aime25, math500 or cnmo24")
-    s.add_argument("--predictions", required=True, help="JSONL: {'id': ..., 'output': ...}, one or more per problem")
-    s.add_argument("--details", default=None, help="write per-problem records (answers, verdicts) to this JSONL")
+    s.add_argument("--benchmark", "--task", dest="benchmark", required=True, help="aime24, aime25, math500 or cnmo24")
+    s.add_argument(
+        "--predictions",
+        required=True,
+        help="JSONL: {'id': ..., 'output': '...'} per problem; several samples of one problem need a 'sample' number",
+    )
+    s.add_argument(
+        "--protocol",
+        choices=["chat", "base"],
+        default="chat",
+        help="where the answer is: chat = last \\boxed{} (default), base = Minerva 'Final Answer' line",
+    )
+    s.add_argument(
+        "--allow-partial",
+        action="store_true",
+        dest="allow_partial",
+        help="score problems without a prediction as wrong instead of refusing",
+    )
+    s.add_argument(
+        "--details", default=None, help="write per-problem records (answers, verdicts, timeouts, errors) to this JSONL"
+    )
     s.add_argument("--benchmarks-dir", default=None, help="default $CRAWL2SCORE_BENCHMARKS_DIR or ../shared/...")
     s.add_argument("--timeout", type=float, default=5.0, help="seconds per checked sample")
     s.set_defaults(func=cmd_score)
@@ -49,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _eval_overrides(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
-    if args.tasks:
-        out.append(f"eval.tasks={json.dumps([t.strip() for t in args.tasks.split(',') if t.strip()])}")
+    if args.benchmarks:
+        out.append(f"eval.benchmarks={json.dumps([t.strip() for t in args.benchmarks.split(',') if t.strip()])}")
     for key in ("protocol", "limit", "max_new_tokens", "num_samples"):
         value = getattr(args, key)
         if value is not None:
@@ -73,14 +93,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         from crawl2score.benchmarks import short_name
 
-        for t in cfg.eval.tasks:
+        for t in cfg.eval.benchmarks:
             short_name(t)
     except KeyError as exc:
-        raise CLIError(f"--tasks: {exc.args[0]}") from None
+        raise CLIError(f"--benchmarks: {exc.args[0]}") from None
     prepare_prefect(cfg)
+    from crawl2score.eval.lm import PromptTooLong
     from crawl2score.flows.eval import eval_flow
 
-    result = eval_flow(config=cfg, force=args.force)
+    try:
+        result = eval_flow(config=cfg, force=args.force)
+    except PromptTooLong as exc:
+        raise CLIError(str(exc)) from None
     print(json.dumps(result, indent=2, default=str))
     print(f"results: {Path(cfg.workdir).resolve() / 'eval' / 'results.json'}")
     return 0
@@ -106,13 +130,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     from crawl2score.eval.scoring import score_predictions
 
     try:
-        short_name(args.task)
+        short_name(args.benchmark)
     except KeyError as exc:
-        raise CLIError(f"--task: {exc.args[0]}") from None
+        raise CLIError(f"--benchmark: {exc.args[0]}") from None
     rows = _read_jsonl(args.predictions)
     try:
         summary, records = score_predictions(
-            args.task, rows, benchmarks_dir=args.benchmarks_dir, timeout_s=args.timeout
+            args.benchmark,
+            rows,
+            benchmarks_dir=args.benchmarks_dir,
+            timeout_s=args.timeout,
+            protocol=args.protocol,
+            allow_partial=args.allow_partial,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(f"{args.predictions}: {exc}") from None

@@ -27,6 +27,7 @@ from crawl2score.tokenizer.bpe import (
     special_tokens,
     train_bpe,
 )
+from crawl2score.tokenizer.chat import write_chat_template, write_heldout
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
 from crawl2score.tokenizer.shards import make_readable
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
@@ -139,6 +140,8 @@ def train_tokenizer(
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         save_hf(result.tokenizer, tmp)
+        write_chat_template(tmp)
+        write_heldout(tmp, heldout)
         if baseline is not None:
             (tmp / "baseline").mkdir()
             baseline.tokenizer.save(str(tmp / "baseline" / "tokenizer.json"))

@@ -88,12 +88,33 @@ def keep_all(resps, docs):
     return resps
 
 
-def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
-    """Mean Pass@1 over the problem's samples (math-verify, gold first) and the share without an answer."""
+def process_results(doc: dict[str, Any], results: list[Any], protocol: str = "chat") -> dict[str, float]:
+    """Mean Pass@1 over the problem's samples (math-verify, gold first, on the protocol's anchored answer)
+    and the share without an answer."""
     samples = results[0] if results and isinstance(results[0], list) else list(results)
-    verdicts = [check(doc["answer"], s) for s in samples]
+    verdicts = [check(doc["answer"], s, protocol=protocol) for s in samples]
     n = max(len(verdicts), 1)
     return {
         "pass_at_1": sum(v.correct for v in verdicts) / n,
         "no_answer": sum(v.answer is None for v in verdicts) / n,
     }
+
+
+def process_results_chat(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
+    """Chat protocol: the answer is the last \\boxed{}."""
+    return process_results(doc, results, "chat")
+
+
+def process_results_base(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
+    """Base protocol: the answer is on Minerva's final-answer line."""
+    return process_results(doc, results, "base")
+
+
+def load_bpb_texts(
+    source: str, heldout_dir: str | None = None, bpb_max_bytes: int = 200_000, **_metadata: Any
+) -> datasets.DatasetDict:
+    """`custom_dataset` hook of the c2s_bpb_* tasks: the source's texts (eval/bpb.py) as a `test` split."""
+    from crawl2score.eval.bpb import load_texts
+
+    rows = [{"text": t} for t in load_texts(source, heldout_dir, int(bpb_max_bytes))]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})

@@ -30,7 +30,8 @@ TINY = [
     "train.log_every=1",
     "eval.limit=1",
     "eval.max_new_tokens=8",
-    "eval.tasks=[math500]",
+    "eval.benchmarks=[math500]",
+    "eval.bpb_max_bytes=5000",
     "prefect.train_deployment=train/train",  # the pipeline hands training to the gpu pool
 ]
 RUN_TIMEOUT_S = 900

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from crawl2score.tokenizer.chat import write_chat_template
+
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
 VOCAB = 512
 
@@ -27,6 +29,7 @@ def build_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = VOCAB) ->
     tok.train_from_iterator(texts, trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
     hf.save_pretrained(str(out_dir))
+    write_chat_template(out_dir)  # as the tokenizer stage does
 
 
 def build_checkpoint(workdir: Path, vocab_size: int = VOCAB, seed: int = 0, **overrides) -> Path:
@@ -49,7 +52,8 @@ def build_checkpoint(workdir: Path, vocab_size: int = VOCAB, seed: int = 0, **ov
 
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory, shared_dir) -> Path:
-    """WORKDIR with tokenizer/ and checkpoints/step-1 (random weights, vocab 512, max_seq_len 256)."""
+    """WORKDIR with tokenizer/ (DeepSeek-V3 chat template) and checkpoints/step-1 (random weights, vocab 512,
+    max_seq_len 256: the 4-shot base prompt does not fit, so base-protocol runs set truncate_prompts)."""
     workdir = tmp_path_factory.mktemp("evalwork")
     bench = shared_dir / "data" / "benchmarks"
     texts = [json.loads(line)["problem"] for f in sorted(bench.glob("*.jsonl")) for line in f.open(encoding="utf-8")]

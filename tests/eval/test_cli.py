@@ -21,7 +21,7 @@ def test_eval_options_become_config_overrides():
     args = _parser().parse_args(
         [
             "eval",
-            "--tasks",
+            "--benchmarks",
             "aime24,math500",
             "--limit",
             "3",
@@ -39,8 +39,11 @@ def test_eval_options_become_config_overrides():
     from crawl2score.config import load_config
 
     cfg = load_config("tiny", over)
-    assert cfg.eval.tasks == ["aime24", "math500"] and cfg.eval.limit == 3 and cfg.eval.protocol == "chat"
+    assert cfg.eval.benchmarks == ["aime24", "math500"] and cfg.eval.limit == 3 and cfg.eval.protocol == "chat"
     assert cfg.eval.max_new_tokens == 64 and cfg.eval.checkpoints == ["a", "b"]
+    old = _parser().parse_args(["eval", "--tasks", "cnmo24"])  # the hidden old spelling still works
+    assert _eval_overrides(old) == ['eval.benchmarks=["cnmo24"]']
+    assert "--tasks BENCHMARKS" not in _parser()._subparsers._group_actions[0].choices["eval"].format_help()
 
 
 @pytest.mark.slow
@@ -52,7 +55,7 @@ def test_lm_eval_cli_passthrough(tiny_workdir, capsys):
             "--model",
             "crawl2score",
             "--model_args",
-            f"checkpoint={tiny_workdir / 'checkpoints'},max_new_tokens=2",
+            f"checkpoint={tiny_workdir / 'checkpoints'},max_new_tokens=2,truncate_prompts=true",
             "--tasks",
             "c2s_aime24_base",
             "--limit",

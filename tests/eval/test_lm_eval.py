@@ -55,7 +55,8 @@ def test_loglikelihood_matches_a_plain_forward(lm):
     ctx, cont = "The answer is", " 42"
     ((ll, _greedy),) = lm.loglikelihood([_Req(ctx, cont)], disable_tqdm=True)
     c, w = lm.tok_encode(ctx), lm.tok_encode(ctx + cont)
-    logp = torch.log_softmax(lm.model(torch.tensor([w[:-1]])), -1)[0]
+    with torch.inference_mode():
+        logp = torch.log_softmax(lm.model(torch.tensor([w[:-1]])), -1)[0]
     ref = sum(float(logp[i - 1, w[i]]) for i in range(len(c), len(w)))
     assert ll == pytest.approx(ref, abs=1e-4)
     (roll,) = lm.loglikelihood_rolling([_Req("some text " * 200)], disable_tqdm=True)  # longer than 256
@@ -68,12 +69,14 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
     from crawl2score.eval.runner import evaluate_checkpoint
 
     cfg = EvalConfig(
-        tasks=["aime24", "aime25", "math500", "cnmo24"],
+        benchmarks=["aime24", "aime25", "math500", "cnmo24"],
+        bpb=[],
         protocol="chat",
         limit=1,
         max_new_tokens=4,
         num_samples=3,
         batch_size=4,
+        truncate_prompts=True,
         benchmarks_dir=str(shared_dir / "data" / "benchmarks"),
     )
     out = evaluate_checkpoint(cfg, tiny_workdir / "checkpoints", out_dir=tmp_path)
@@ -84,9 +87,14 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
         assert 0.0 <= fig["accuracy"] <= 1.0 and fig["hit_limit_rate"] is not None
         rec = json.loads((tmp_path / f"{name}.samples.jsonl").read_text().splitlines()[0])
         assert len(rec["outputs"]) == 3 and len(rec["correct"]) == 3 and "boxed" in rec["prompt"]
+        # the tokenizer's chat template wraps the problem: BOS, user turn, open assistant turn
+        assert rec["prompt"].startswith("<｜begin▁of▁sentence｜><｜User｜>") and rec["prompt"].endswith(
+            "<｜Assistant｜>"
+        )
+        assert fig["settings"]["chat_template"] is True and fig["requests"]["requests"] == 3
     assert out["math500"]["samples"] == 1  # the report scores MATH-500 greedily
 
-    cfg_base = cfg.model_copy(update={"protocol": "base", "tasks": ["math500"]})
+    cfg_base = cfg.model_copy(update={"protocol": "base", "benchmarks": ["math500"]})
     from crawl2score.eval.lm import Crawl2ScoreLM
 
     seen = []
@@ -103,6 +111,7 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
         Crawl2ScoreLM._generate = orig
     assert seen == [(1, 4, 0.0, 1.0)]
     assert out["math500"]["settings"]["num_fewshot"] == 4
+    assert out["math500"]["requests"]["prompts_truncated"] == 1  # the 4-shot prompt exceeds 256 tokens, counted
     assert "Problem:" in out["math500"]["settings"]["generation_kwargs"]["until"]
 
 
@@ -118,13 +127,15 @@ def test_chat_protocol_sampling_reaches_the_generator(tiny_workdir, shared_dir):
         return orig(self, prompts, max_new, temperature, top_p, seeds, stop)
 
     cfg = EvalConfig(
-        tasks=["aime24"],
+        benchmarks=["aime24"],
+        bpb=[],
         protocol="chat",
         limit=1,
         max_new_tokens=3,
         num_samples=4,
         temperature=0.6,
         top_p=0.9,
+        truncate_prompts=True,  # the AIME prompt is longer than this checkpoint's 256 tokens
         benchmarks_dir=str(shared_dir / "data" / "benchmarks"),
     )
     Crawl2ScoreLM._generate = spy

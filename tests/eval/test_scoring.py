@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 
@@ -21,7 +22,10 @@ from crawl2score.eval.scoring import (
     pass_at_k,
     score_predictions,
     summarize,
+    wilson_interval,
 )
+
+MINERVA = "Final Answer: The final answer is ${}$. I hope it is correct."
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,7 @@ def _changed(answer: str) -> str:
 
 
 def test_math500_reference_solutions_are_correct(bench_dir):
+    """MATH solutions state their answer in a final \\boxed{}: the chat anchor."""
     docs = load_benchmark("math500", bench_dir)
     summary, records = score_predictions(
         "math500", [{"id": d["id"], "output": d["solution"]} for d in docs], benchmarks_dir=bench_dir
@@ -48,22 +53,50 @@ def test_math500_reference_solutions_are_correct(bench_dir):
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
-def test_boxed_gold_is_correct_and_changed_value_wrong(bench_dir, name):
+def test_gold_at_each_anchor_is_correct_and_changed_value_wrong(bench_dir, name):
+    """All 578 gold answers verify when stated at the chat anchor and at the base anchor."""
     docs = load_benchmark(name, bench_dir)
-    rows = [{"id": d["id"], "output": f"The answer is $\\boxed{{{d['answer']}}}$."} for d in docs]
-    summary, _ = score_predictions(name, rows, benchmarks_dir=bench_dir)
-    assert summary["accuracy"] == 1.0 and summary["samples"] == len(docs)
-    rows = [{"id": d["id"], "output": f"So $\\boxed{{{_changed(d['answer'])}}}$."} for d in docs]
-    summary, records = score_predictions(name, rows, benchmarks_dir=bench_dir)
-    assert summary["accuracy"] == 0.0, [(r.gold, r.answers) for r in records if any(r.correct)]
-    assert summary["no_answer_rate"] == 0.0
+    anchors = {"chat": "The answer is $\\boxed{{{}}}$.", "base": "So it is.\n" + MINERVA}
+    for protocol, form in anchors.items():
+        rows = [{"id": d["id"], "output": form.format(d["answer"])} for d in docs]
+        summary, records = score_predictions(name, rows, benchmarks_dir=bench_dir, protocol=protocol)
+        assert summary["accuracy"] == 1.0, (protocol, [(r.gold, r.answers) for r in records if not all(r.correct)])
+        assert summary["samples"] == len(docs) and summary["timeouts"] == 0 and summary["check_errors"] == 0
+        rows = [{"id": d["id"], "output": form.format(_changed(d["answer"]))} for d in docs]
+        summary, records = score_predictions(name, rows, benchmarks_dir=bench_dir, protocol=protocol)
+        assert summary["accuracy"] == 0.0, [(r.gold, r.answers) for r in records if any(r.correct)]
+        assert summary["no_answer_rate"] == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_echoed_question_scores_zero(bench_dir, name):
+    """The prompt sent back (chat: problem + the boxed instruction; base: Minerva's prompt) has no answer."""
+    from crawl2score.eval.yaml.utils import chat_prompt, minerva_prompt
+
+    docs = load_benchmark(name, bench_dir)
+    for protocol, prompt in (("chat", chat_prompt), ("base", minerva_prompt)):
+        rows = [{"id": d["id"], "output": prompt(d)} for d in docs]
+        summary, _ = score_predictions(name, rows, benchmarks_dir=bench_dir, protocol=protocol)
+        assert summary["accuracy"] == 0.0 and summary["no_answer_rate"] == 1.0
+
+
+def test_an_answer_without_the_anchor_is_no_answer():
+    assert check("204", "We compute 200 + 4 = 204").answer is None
+    assert not check("204", "We compute 200 + 4 = 204").correct
+    assert not check("204", "\\boxed{204}", protocol="base").correct  # base reads only the Minerva line
+    assert check("204", MINERVA.format("204"), protocol="base").correct
+    # a later box wins: the chat answer is stated last
+    assert not check("5", "\\boxed{5} ... wait, so the answer is \\boxed{6}").correct
 
 
 def test_extraction():
     assert last_boxed(r"a \boxed{1} b \boxed{\frac{1}{2}} c") == r"\frac{1}{2}"
     assert last_boxed(r"\boxed{ unbalanced") is None
-    assert extract_answer("Final Answer: The final answer is $24$. I hope it is correct.") == "24"
-    assert extract_answer("no answer here") is None
+    assert extract_answer("Final Answer: The final answer is $24$. I hope it is correct.", "base") == "24"
+    assert extract_answer("Final Answer: The final answer is $0.5$.", "base") == "0.5"  # cut before "I hope"
+    assert extract_answer("Final Answer: The final answer is $24$. I hope it is correct.", "chat") is None
+    assert extract_answer(r"so \boxed{}", "chat") is None
+    assert extract_answer("no answer here", "base") is None
 
 
 def test_check_in_a_worker_thread_uses_the_child_process():
@@ -106,12 +139,47 @@ def test_summary_statistics():
     lo, hi = s["ci95"]
     assert 0.0 <= lo < 0.375 < hi <= 1.0
     mean, lo, hi = mean_ci95([1.0] * 10)
-    assert (mean, lo, hi) == (1.0, 1.0, 1.0)
+    assert mean == 1.0 and hi == pytest.approx(1.0, rel=1e-12) and lo == pytest.approx(0.7225, rel=1e-3)  # width at 1
+    mean, lo, hi = mean_ci95([0.0] * 30)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.1135, rel=1e-3)
+
+
+def test_wilson_interval_matches_statsmodels_formula():
+    """Reference values from the closed form (Brown, Cai & DasGupta 2001, eq. 4), computed by hand."""
+    import math
+
+    for p, n in [(0.5, 10), (0.1, 30), (0.97, 500)]:
+        z = 1.959963984540054
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        assert wilson_interval(p, n) == pytest.approx((centre - half, centre + half), rel=1e-12)
+    lo, hi = wilson_interval(0.5, 10)
+    assert lo < 0.5 < hi and hi - 0.5 == pytest.approx(0.5 - lo, rel=1e-12)
 
 
 def test_unknown_id_is_an_error(bench_dir):
     with pytest.raises(ValueError, match="not in"):
         score_predictions("aime24", [{"id": "nope", "output": "1"}], benchmarks_dir=bench_dir)
+
+
+def test_bad_predictions_are_errors_and_partial_files_count_missing_as_wrong(bench_dir):
+    docs = load_benchmark("aime24", bench_dir)
+    one = [{"id": docs[0]["id"], "output": f"\\boxed{{{docs[0]['answer']}}}"}]
+    with pytest.raises(ValueError, match="29 of 30 aime24 problems have no prediction"):
+        score_predictions("aime24", one, benchmarks_dir=bench_dir)
+    summary, records = score_predictions("aime24", one, benchmarks_dir=bench_dir, allow_partial=True)
+    assert summary["problems"] == 30 and summary["missing"] == 29 and len(summary["missing_ids"]) == 29
+    assert summary["accuracy"] == pytest.approx(1 / 30) and summary["samples"] == 1
+    assert records[1].missing and records[1].to_dict()["n"] == 0
+    with pytest.raises(ValueError, match="empty"):
+        score_predictions("aime24", [], benchmarks_dir=bench_dir)
+    with pytest.raises(ValueError, match="line 2: duplicate id"):
+        score_predictions("aime24", one + one, benchmarks_dir=bench_dir, allow_partial=True)
+    with pytest.raises(ValueError, match="line 1: 'output' must be a string, got list"):
+        score_predictions("aime24", [{"id": docs[0]["id"], "output": ["1"]}], benchmarks_dir=bench_dir)
+    two = [{**one[0], "sample": 0}, {**one[0], "sample": 1, "output": "no idea"}]
+    summary, _ = score_predictions("aime24", two, benchmarks_dir=bench_dir, allow_partial=True)
+    assert summary["samples"] == 2 and summary["accuracy"] == pytest.approx(0.5 / 30)
 
 
 latexish = st.lists(
@@ -165,36 +233,33 @@ def test_score_command_prints_json(tmp_path, bench_dir, capsys):
         args = parser.parse_args(argv)
         try:
             return args.func(args)
-        except eval_cmd.CLIError:
+        except eval_cmd.CLIError as exc:
+            print(exc, file=sys.stderr)
             return 2
 
     docs = load_benchmark("math500", bench_dir)[:3]
     preds = tmp_path / "p.jsonl"
     rows = [
-        {"id": docs[0]["id"], "output": docs[0]["solution"]},
-        {"id": docs[0]["id"], "output": "I give up", "finish_reason": "length"},
+        {"id": docs[0]["id"], "sample": 0, "output": docs[0]["solution"]},
+        {"id": docs[0]["id"], "sample": 1, "output": "I give up", "finish_reason": "length"},
     ]
     rows += [{"id": d["id"], "output": rf"\boxed{{{d['answer']}}}"} for d in docs[1:]]
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     details = tmp_path / "d.jsonl"
-    code = main(
-        [
-            "score",
-            "--task",
-            "math500",
-            "--predictions",
-            str(preds),
-            "--details",
-            str(details),
-            "--benchmarks-dir",
-            bench_dir,
-        ]
-    )
+    argv = ["score", "--benchmark", "math500", "--predictions", str(preds), "--benchmarks-dir", bench_dir]
+    assert main(argv) == 2  # 497 problems have no prediction
+    assert "497 of 500 math500 problems have no prediction" in capsys.readouterr().err
+    code = main([*argv, "--allow-partial", "--details", str(details)])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["task"] == "math500" and out["problems"] == 3 and out["samples"] == 4
-    assert out["accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert out["benchmark"] == "math500" and out["problems"] == 500 and out["samples"] == 4
+    assert out["accuracy"] == pytest.approx((0.5 + 1 + 1) / 500)
     assert out["missing"] == 497 and out["hit_limit_rate"] == 1.0
     lines = [json.loads(x) for x in details.read_text().splitlines()]
     assert lines[0]["correct"] == [True, False] and lines[0]["outputs"][1] == "I give up"
+    assert lines[0]["timed_out"] == [False, False] and lines[0]["errors"] == [None, None]
+    assert lines[3]["missing"] is True and len(lines) == 500
     assert main(["score", "--task", "gsm8k", "--predictions", str(preds)]) == 2
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["score", "--benchmark", "math500", "--predictions", str(empty), "--benchmarks-dir", bench_dir]) == 2

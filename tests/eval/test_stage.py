@@ -50,7 +50,16 @@ def test_eval_flow_writes_results_with_lineage(tiny_workdir, tmp_path, shared_di
     _corpus(workdir / "data" / "output", bench)
     cfg = Config(
         workdir=str(workdir),
-        eval=EvalConfig(tasks=["aime24"], protocol="base", limit=1, max_new_tokens=3, benchmarks_dir=str(bench)),
+        eval=EvalConfig(
+            benchmarks=["aime24"],
+            bpb=["heldout_en", "public"],
+            bpb_max_bytes=3000,
+            protocol="base",
+            limit=1,
+            max_new_tokens=3,
+            truncate_prompts=True,
+            benchmarks_dir=str(bench),
+        ),
     )
     first = eval_flow(config=cfg)
     assert first["skipped"] is False
@@ -63,5 +72,29 @@ def test_eval_flow_writes_results_with_lineage(tiny_workdir, tmp_path, shared_di
     assert (workdir / "eval" / "step-1" / "aime24.samples.jsonl").is_file()
     assert res["contamination"]["benchmarks"]["aime24"]["contaminated"] == 1
     assert first["figures"]["aime24"]["contaminated_share"] == 1 / 30
+    bpb = run["results"]["_bpb"]
+    assert "no held-out text" in bpb["heldout_en"]["skipped"]  # this tokenizer dir predates held-out files
+    assert bpb["public"]["bytes"] >= 3000 and 0 < bpb["public"]["bits_per_byte"]
+    assert first["figures"]["bpb_public"]["unigram_bits_per_byte"] == bpb["public"]["unigram_bits_per_byte"]
     again = eval_flow(config=cfg)
     assert again["skipped"] is True and again["key"] == first["key"]
+
+
+def test_learning_verdict_and_ui_rows_put_bpb_beside_math():
+    from crawl2score.flows.eval import learning_verdict
+    from crawl2score.tasks.eval import score_rows
+
+    assert learning_verdict(1.29, 1.86).startswith("yes: 1.290 bits/byte is 31% below")
+    assert learning_verdict(2.74, 2.89).startswith("barely")
+    assert learning_verdict(7.27, 4.34).startswith("no")
+    results = {
+        "aime24": {"accuracy": 0.0, "ci95": [0.0, 0.11], "problems": 30, "no_answer_rate": 1.0},
+        "_bpb": {
+            "public": {"bits_per_byte": 7.2, "unigram_bits_per_byte": 8.5, "unigram_insample_bits_per_byte": 4.3},
+            "heldout_zh": {"skipped": "no held-out text at x"},
+        },
+    }
+    rows = score_rows("step-1", results)
+    assert [r["benchmark"] for r in rows] == ["aime24", "bpb public", "bpb heldout_zh"]
+    assert rows[1]["value"] == 7.2 and "in-sample 4.3" in rows[1]["ci95 / baseline"]
+    assert rows[2]["ci95 / baseline"] == "no held-out text at x"
