@@ -3,7 +3,7 @@
 Eight datatrove stages run one after the other on the configured executor (each needs the previous one's
 files on disk):
 
-1. filter     WarcStreamReader → Trafilatura → language ID → Gopher repetition → Gopher quality → C4 →
+1. filter     WarcStreamReader → extractor (Resiliparse | Trafilatura) → language ID → Gopher repetition → Gopher quality → C4 →
               FineWeb quality → [benchmark decontamination] → JSONL                     [tasks]
 2. exact-sig  ExactDedupSignature over the filtered JSONL                               [tasks]
 3. exact-find ExactFindDedups                                                           [1]
@@ -185,10 +185,10 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         MinhashDedupFilter,
     )
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
-    from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
+    from crawl2score.data.extractors import make_extractor
     from crawl2score.data.minhash import FastMinhashDedupSignature
     from crawl2score.data.steps import BundledLanguageFilter, WarcStreamReader, doc_text
     from crawl2score.data.tokenizers import minhash_tokenizer
@@ -200,9 +200,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
     filter_stage = [
         WarcStreamReader(inputs, cfg.max_record_bytes, limit=limit, progress_dir=str(paths.progress)),
         _tally("read"),
-        # deduplicate=False: trafilatura's own paragraph LRU would depend on task order and strip repeated
-        # paragraphs from later copies, turning exact duplicates into near ones; dedup is done below.
-        Trafilatura(favour_precision=True, timeout=cfg.extract_timeout_s, deduplicate=False),
+        make_extractor(cfg.extractor, cfg.extract_timeout_s),
         _tally("extract"),
         BundledLanguageFilter(
             cfg.languages, cfg.language_threshold, exclusion_writer=_removed_writer(cfg, paths, "language")
