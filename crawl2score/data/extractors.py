@@ -1,8 +1,9 @@
 """HTML → text extractors for the data stage, chosen by `data.extractor`.
 
 Both are datatrove `BaseExtractor`s, so both get its sandbox: each page is extracted in a child process
-with a per-page timeout (`data.extract_timeout_s`), and timeouts, crashed children and exceptions are
-counted (`timeout`, `broken_process`, `clean_error`) instead of stopping the task.
+with a per-page timeout (`data.extract_timeout_s`); a page that times out or makes the child fail is
+counted (`timeout`, `broken_process`; in datatrove 0.10 an exception in the extractor ends the child, so
+it counts as `broken_process`) and skipped, and a new child takes the next page.
 
 * `trafilatura`: datatrove's `Trafilatura` with `favour_precision` (FineWeb's setting).
 * `resiliparse`: Resiliparse's `extract_plain_text(main_content=True)` (Bevendorff et al., "Resiliparse",
