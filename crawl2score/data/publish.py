@@ -73,6 +73,7 @@ def collect_stats(paths: StagePaths, cfg: DataConfig, inputs: list[str], seconds
             "skipped_huge": reader.get("skipped_huge", 0),
             "skipped_non_html": reader.get("skipped_non_html", 0),
             "skipped_undecodable": reader.get("skipped_undecodable", 0),
+            "skipped_malformed": reader.get("skipped_malformed", 0),
             "corrupt_files": reader.get("corrupt_files", 0),
         },
         "steps": per_step,

@@ -16,6 +16,7 @@ Only what datatrove does not do for this project is written here:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -60,8 +61,8 @@ class WarcStreamReader(WarcReader):
     With at least as many files as tasks, files are sharded (`paths[rank::world_size]`). With fewer (one
     sample file, two tasks), every task streams every file and keeps the records whose index falls to it
     (`index % world_size == rank`): decompression is cheap next to extraction, so both cores stay busy.
-    Counters: `records`, `skipped_huge`, `skipped_non_html`, `skipped_undecodable`, `corrupt_files`,
-    `input_bytes`. `progress_dir` gets a small JSON per rank (files, docs) for the stage's progress bar.
+    Counters: `records` (each ends as a document or one `skipped_*`: `huge` by header or by inflated body,
+    `non_html`, `undecodable`, `malformed`), `corrupt_files`, `input_bytes`. `progress_dir` gets a small JSON per rank (files, docs) for the stage's progress bar.
     """
 
     name = "🕷 WARC stream"
@@ -117,6 +118,7 @@ class WarcStreamReader(WarcReader):
         import fsspec
         from warcio.archiveiterator import ArchiveIterator
         from warcio.exceptions import ArchiveLoadFailed
+        from warcio.statusandheaders import StatusAndHeadersParserException
 
         start_bytes = progress["bytes"]
         response_i = -1
@@ -133,7 +135,16 @@ class WarcStreamReader(WarcReader):
                                 yield doc
                     _drain(record)
                 progress["bytes"] = start_bytes + raw.tell()
-        except (ArchiveLoadFailed, EOFError, zlib.error, ValueError, TruncatedRecord) as exc:
+        except (
+            ArchiveLoadFailed,
+            StatusAndHeadersParserException,
+            EOFError,
+            zlib.error,
+            ValueError,  # includes UnicodeDecodeError in a header block
+            AttributeError,  # warcio 1.8 on a record without WARC-Target-URI
+            KeyError,
+            TruncatedRecord,
+        ) as exc:
             # A truncated download or a corrupt member ends this file; what was read before stays.
             self.stat_update("corrupt_files")
             from loguru import logger
@@ -153,7 +164,19 @@ class WarcStreamReader(WarcReader):
             if not _is_html(record):
                 self.stat_update("skipped_non_html")
                 return None
-            extracted = process_record(record)
+            # The HTTP body is inflated (Content-Encoding) while read: read at most max_record_bytes + 1 of
+            # it, so a small compressed body cannot expand without bound, and hand process_record that.
+            body = record.content_stream().read(self.max_record_bytes + 1)
+            if len(body) > self.max_record_bytes:
+                self.stat_update("skipped_huge")
+                return None
+            record.content_stream = lambda: io.BytesIO(body)
+            try:
+                extracted = process_record(record)
+            except (KeyError, LookupError, ValueError, TypeError):
+                # headers it needs missing or malformed (no URI, bad date): one record, not the file
+                self.stat_update("skipped_malformed")
+                return None
             if not extracted:
                 self.stat_update("skipped_undecodable")
                 return None
