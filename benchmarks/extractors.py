@@ -143,8 +143,13 @@ def side_by_side(rows: list[dict], texts: dict, urls: dict[str, str], n: int = 5
         t = texts["resiliparse"][r["id"]] + texts["trafilatura"][r["id"]]
         return sum(c.isascii() for c in t) > 0.95 * len(t)
 
-    candidates = (r for r in rows if max(r["chars"].values()) > 200 and latin(r))
-    picked = sorted(candidates, key=lambda r: r["similarity"])[:n]
+    candidates = sorted((r for r in rows if max(r["chars"].values()) > 200 and latin(r)), key=lambda r: r["similarity"])
+    picked, seen = [], set()
+    for r in candidates:  # one of each pair of texts: the 2008 crawl has many identical "not found" pages
+        pair = (texts["resiliparse"][r["id"]], texts["trafilatura"][r["id"]])
+        if pair not in seen and len(picked) < n:
+            seen.add(pair)
+            picked.append(r)
     out = []
     for r in picked:
         out.append(
