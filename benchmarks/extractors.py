@@ -3,8 +3,9 @@
 One process, one core, in one run for both extractors and both corpora:
 1. extraction alone: docs per CPU second of the library call (`extract()` in this process), and of the
    datatrove step (`BaseExtractor.run`: a child process per task, each page sent over a pipe, timeout);
-2. the whole stage (`run_data_stage`, one task, one worker): docs per CPU second, and docs and bytes kept
-   after each step; best of `--rounds` rounds, interleaved, after a warm-up of both on 100 other sample
+2. the whole stage (`run_data_stage`, one task, one worker) for each extractor with each English word
+   tokenizer of the quality filters (`data.quality_tokenizer`: spacy, regex): docs per CPU second, and
+   docs and bytes kept after each step; best of `--rounds` rounds, interleaved, after a warm-up of both on 100 other sample
    pages (models load once per process). The stage's fixed cost (8 datatrove stages, each setting up
    logging, stats and a sandbox child) is measured on a one-page WARC and also taken out, giving the
    per-page rate a large crawl would see;
@@ -73,12 +74,22 @@ def extraction(name: str, docs) -> tuple[dict[str, str], dict[str, float]]:
     return texts, {"bare": round(len(docs) / bare, 1), "step": round(len(docs) / stepped, 1)}
 
 
-def stage(name: str, inputs: list[str], workdir: Path) -> tuple[float, float, dict]:
+# Whole-stage variants: extractor, English word tokenizer of the quality filters.
+VARIANTS = {
+    "trafilatura+spacy": ("trafilatura", "spacy"),
+    "trafilatura+regex": ("trafilatura", "regex"),
+    "resiliparse+spacy": ("resiliparse", "spacy"),
+    "resiliparse+regex": ("resiliparse", "regex"),
+}
+
+
+def stage(variant: str, inputs: list[str], workdir: Path) -> tuple[float, float, dict]:
     """(CPU s, wall s, stats.json) of one whole data stage run."""
     from crawl2score.config.data import DataConfig
     from crawl2score.data.pipeline import run_data_stage
 
-    cfg = DataConfig(input=inputs, extractor=name, executor={"tasks": 1, "workers": 1})
+    name, tok = VARIANTS[variant]
+    cfg = DataConfig(input=inputs, extractor=name, quality_tokenizer=tok, executor={"tasks": 1, "workers": 1})
     shutil.rmtree(workdir, ignore_errors=True)
     cpu, wall = cpu_seconds(), time.perf_counter()
     run_data_stage(cfg, workdir)
@@ -181,10 +192,10 @@ def main() -> None:
         write_sample(root / "sample", pages=args.pages, seed=0)
         write_sample(root / "warm", pages=100, seed=1)
         corpora = {"real": real, "sample": [str(root / "sample" / "sample.warc.gz")]}
-        for name in EXTRACTORS:  # warm-up: fastText, spaCy, jieba load once per process
+        for name in VARIANTS:  # warm-up: fastText, spaCy, jieba load once per process
             stage(name, [str(root / "warm" / "sample.warc.gz")], root / "run")
         one_page = [str(shared / "data" / "commoncrawl" / "CC-MAIN-2024-22-whirlwind.warc.gz")]
-        fixed = {n: min(stage(n, one_page, root / "run")[0] for _ in range(args.rounds)) for n in EXTRACTORS}
+        fixed = {n: min(stage(n, one_page, root / "run")[0] for _ in range(args.rounds)) for n in VARIANTS}
         result["stage_fixed_cpu_s_one_page"] = {n: round(v, 2) for n, v in fixed.items()}
         for corpus, inputs in corpora.items():
             docs = read_pages(inputs)
@@ -193,12 +204,12 @@ def main() -> None:
                 texts[name], speeds[name] = extraction(name, docs)
             best: dict[str, tuple[float, float, dict]] = {}
             for _ in range(args.rounds):
-                for name in EXTRACTORS:
+                for name in VARIANTS:
                     run = stage(name, inputs, root / "run")
                     if name not in best or run[0] < best[name][0]:
                         best[name] = run
             summary, rows = overlap(texts, [d.id for d in docs])
-            pages = best[EXTRACTORS[0]][2]["input"]["documents"]
+            pages = best["resiliparse+regex"][2]["input"]["documents"]
             result[corpus] = {
                 "html_pages": len(docs),
                 "extraction_docs_per_cpu_s": speeds,
@@ -222,7 +233,7 @@ def main() -> None:
                 urls = {d.id: d.metadata.get("url", d.id) for d in docs}
                 Path(args.md).write_text(side_by_side(rows, texts, urls) + "\n")
         ex = result["real"]["extraction_docs_per_cpu_s"]
-        st = result["real"]["stage"]
+        st = {k.split("+")[0]: v for k, v in result["real"]["stage"].items() if k.endswith("+spacy")}
         result["ratios_real"] = {
             "extraction_bare_resiliparse_vs_trafilatura": round(
                 ex["resiliparse"]["bare"] / ex["trafilatura"]["bare"], 2
@@ -232,6 +243,11 @@ def main() -> None:
             ),
             "stage_resiliparse_vs_trafilatura": round(
                 st["resiliparse"]["docs_per_cpu_s"] / st["trafilatura"]["docs_per_cpu_s"], 2
+            ),
+            "stage_default_now_vs_before": round(
+                result["real"]["stage"]["resiliparse+regex"]["docs_per_cpu_s"]
+                / result["real"]["stage"]["trafilatura+spacy"]["docs_per_cpu_s"],
+                2,
             ),
             "stage_without_fixed_resiliparse_vs_trafilatura": round(
                 st["resiliparse"]["docs_per_cpu_s_without_fixed"] / st["trafilatura"]["docs_per_cpu_s_without_fixed"], 2

@@ -112,11 +112,11 @@ def quality_filters(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineS
     )
 
     from crawl2score.data.steps import LanguageRoutedFilter
-    from crawl2score.data.tokenizers import JiebaWordTokenizer, SpacyWordTokenizer, quiet_jieba
+    from crawl2score.data.tokenizers import JiebaWordTokenizer, quality_tokenizer, quiet_jieba
 
     quiet_jieba()
     # One tokenizer per language shared by all filters, so an unchanged page is tokenized once.
-    en, zh = SpacyWordTokenizer("en"), JiebaWordTokenizer()
+    en, zh = quality_tokenizer(cfg.quality_tokenizer, "en"), JiebaWordTokenizer()
     per_lang: dict[str, dict[str, Any]] = {
         "gopher_repetition": {
             "en": GopherRepetitionFilter(language=en),
