@@ -37,6 +37,7 @@ from pathlib import Path
 from crawl2score.data.extractors import EXTRACTORS
 
 SPACES = re.compile(r"\s+")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 def cpu_seconds() -> float:
@@ -144,7 +145,7 @@ def side_by_side(rows: list[dict], texts: dict, urls: dict[str, str], n: int = 5
     """Markdown: the `n` pages with the lowest similarity where one text has > 200 characters."""
 
     def cell(t: str) -> str:
-        t = t.strip()
+        t = EMAIL.sub("[e-mail]", t.strip())  # quoted in docs: no addresses
         t = t if len(t) <= width else t[:width] + " …"
         return t.replace("|", "\\|").replace("\n", " ⏎ ") or "*(nothing)*"
 
@@ -155,12 +156,15 @@ def side_by_side(rows: list[dict], texts: dict, urls: dict[str, str], n: int = 5
         return sum(c.isascii() for c in t) > 0.95 * len(t)
 
     candidates = sorted((r for r in rows if max(r["chars"].values()) > 200 and latin(r)), key=lambda r: r["similarity"])
-    picked, seen = [], set()
-    for r in candidates:  # one of each pair of texts: the 2008 crawl has many identical "not found" pages
+    picked, seen, hosts = [], set(), {}
+    for r in candidates:  # each text once, two pages a host: the 2008 crawl repeats its menus and 404s
         pair = (texts["resiliparse"][r["id"]], texts["trafilatura"][r["id"]])
-        if pair not in seen and len(picked) < n:
-            seen.add(pair)
-            picked.append(r)
+        host = urls[r["id"]].split("/")[2] if "://" in urls[r["id"]] else ""
+        if seen & set(pair) or hosts.get(host, 0) >= 2 or len(picked) >= n:
+            continue
+        seen.update(pair)
+        hosts[host] = hosts.get(host, 0) + 1
+        picked.append(r)
     out = []
     for r in picked:
         out.append(
@@ -178,6 +182,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--md", default=None)
+    parser.add_argument("--md-only", action="store_true", help="only extract the real pages and write --md")
     args = parser.parse_args()
 
     from crawl2score.data.sample import write_sample
@@ -186,6 +191,13 @@ def main() -> None:
     real = sorted(str(p) for p in (shared / "data" / "commoncrawl").glob("*.warc.gz"))
     if not real:
         raise SystemExit(f"no WARC files under {shared}/data/commoncrawl (set CRAWL2SCORE_SHARED_DIR)")
+    if args.md_only:
+        docs = read_pages(real)
+        texts = {name: extraction(name, docs)[0] for name in EXTRACTORS}
+        _, rows = overlap(texts, [d.id for d in docs])
+        urls = {d.id: d.metadata.get("url", d.id) for d in docs}
+        Path(args.md).write_text(side_by_side(rows, texts, urls) + "\n")
+        return
     root = Path(tempfile.mkdtemp(prefix="c2s-extract-"))
     result: dict = {"load_average_1m_start": round(os.getloadavg()[0], 2)}
     try:
