@@ -6,9 +6,9 @@ counted (`timeout`, `broken_process`; in datatrove 0.10 an exception in the extr
 it counts as `broken_process`) and skipped, and a new child takes the next page.
 
 * `trafilatura`: datatrove's `Trafilatura` with `favour_precision` (FineWeb's setting).
-* `resiliparse`: Resiliparse's `extract_plain_text(main_content=True)` (Bevendorff et al., "Resiliparse",
-  2018; the extractor DataComp-LM chose, Li et al. 2024, §4.2). A C++ DOM walk with main-content
-  heuristics: about 20x faster than Trafilatura on Common Crawl pages (BENCHMARKS.md, "HTML extraction").
+* `resiliparse`: Resiliparse's `extract_plain_text(main_content=True)` (from the ChatNoir project,
+  Bevendorff et al.; the extractor DataComp-LM chose, Li et al. 2024). A C++ DOM walk with main-content
+  heuristics: 13-26x faster than Trafilatura on real crawl pages (BENCHMARKS.md, "HTML extraction").
   datatrove 0.10 has no Resiliparse step, hence this one.
 """
 
