@@ -76,7 +76,7 @@ def test_stage_skips_when_key_matches(tmp_path, prefect_harness) -> None:
 
     @flow
     def stage_flow(force: bool = False) -> dict:
-        return run_stage("data", cfg, "data", [], body, force=force)
+        return run_stage("data", cfg, [], body, force=force)
 
     first = stage_flow()
     second = stage_flow()
