@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = read_config(opts.config)
         code = train(cfg, Path(opts.workdir or cfg.get("workdir", "work")).resolve())
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, OSError) as exc:  # OSError: a missing input, a full disk
         print(f"model.train: error: {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:
