@@ -36,7 +36,7 @@ from crawl2score.model.model import Transformer
 from crawl2score.model.moe import update_expert_bias
 from crawl2score.model.parallel import Parallel, clip_grad_norm_
 from crawl2score.model.schedule import batch_size_at, bias_speed_at, lr_at, mtp_lambda_at
-from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint
+from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint, seed_all
 from crawl2score.model.train_config import TrainArgs
 
 STALL_ENV = "CRAWL2SCORE_TRAIN_STALL_AT_STEP"  # test hook: stop making steps after this one (hang/kill tests)
@@ -223,7 +223,7 @@ def train(cfg: dict[str, Any], workdir: Path) -> int:
     if data.shards.vocab_size > model_args.vocab_size:
         raise ValueError(f"tokens use {data.shards.vocab_size} ids; model.vocab_size is {model_args.vocab_size}")
 
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    seed_all(args.seed)  # the same initial weights on every rank; numpy and Python streams too
     with torch.device(device):
         model = Transformer(model_args)
     n_total, n_active = active_params(model)

@@ -163,6 +163,17 @@ def _optim_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
     return tensors, steps
 
 
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), numpy's global and Python's `random` generators.
+
+    All three, not just torch: a stream left to the OS's entropy differs between an uninterrupted run
+    and a run restarted from scratch, so their final RNG states (and anything drawn) would too.
+    """
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, header strings) holding every generator a training step may draw from."""
     tensors = {"cpu": torch.get_rng_state()}
