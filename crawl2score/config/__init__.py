@@ -110,7 +110,9 @@ def _format_validation_error(source: str, exc: ValidationError, overridden: set[
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    # Keys come from the user and may hold newlines or control characters: escape them, one line stays one.
+    loc = loc if loc.isprintable() else repr(loc)
+    return f"{source}: {loc}: {' '.join(msg.split())}{more}"
 
 
 def resolve_config_path(name_or_path: str | os.PathLike[str] | None) -> Path:
