@@ -4,7 +4,6 @@ no pickle loads, no remote code, config paths validated, no credentials in confi
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import pytest
@@ -34,21 +33,14 @@ def test_server_defaults_to_loopback():
     assert env["PREFECT_API_URL"].startswith("http://127.0.0.1:")
 
 
-def test_non_loopback_server_needs_auth_string(tmp_path, capsys):
+def test_non_loopback_server_needs_auth_string(tmp_path, capsys, monkeypatch):
     assert exposure_error("127.0.0.1", {}) is None and exposure_error("::1", {}) is None
     assert AUTH_ENV in exposure_error("0.0.0.0", {})
     assert exposure_error("0.0.0.0", {AUTH_ENV: "admin:secret"}) is None
     from crawl2score.cli import main
 
-    env = {k: v for k, v in os.environ.items() if k != AUTH_ENV}
-    old = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        code = main(["server", "--workdir", str(tmp_path / "w"), "--set", "prefect.server_host=0.0.0.0"])
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    code = main(["server", "--workdir", str(tmp_path / "w"), "--set", "prefect.server_host=0.0.0.0"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and AUTH_ENV in err
 
