@@ -44,7 +44,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, model_state_dict
+from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict
 
 STATE = "train_state.json"
 OPTIM = "optimizer.safetensors"
@@ -328,6 +328,11 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
     """
     path = Path(path)
     state = json.loads((path / STATE).read_text())
+    latest = path.parent / LATEST
+    if _rank() == 0 and (not latest.is_file() or latest.read_text().strip() != path.name):
+        # A kill between a save's rename and its `latest` update leaves `latest` naming the previous
+        # step; resuming from the newer one, point `latest` at it (a finished run saves nothing more).
+        mark_latest(path)
     ensure_optimizer_state(optimizer)
     moments, _ = _optim_tensors(model, optimizer)
     targets: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
