@@ -7,14 +7,14 @@ import importlib
 import sys
 
 from crawl2score import __version__
-from crawl2score.commands import CLIError
+from crawl2score.commands import CLIError, OneLineArgumentParser
 
 # Each module exposes register(subparsers); the order is the order of `--help`.
 COMMAND_MODULES = ("pipeline", "data", "tokenizer", "model", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="crawl2score",
         description="Common Crawl to a scored DeepSeek-V3-style model, as Prefect flows.",
     )
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
+        print(f"crawl2score: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment, not a bug: a full disk, a read-only or missing folder
         print(f"crawl2score: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,19 @@ from pathlib import Path
 from crawl2score.runtime import QUIET_ENV
 
 SERVER_FILE = "server.json"
+AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"  # `user:password`; clients send it as PREFECT_API_AUTH_STRING
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_error(host: str, env: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """Why serving on `host` is refused, or None. A Prefect API runs code on workers: reachable from
+    other machines it must demand credentials, so a non-loopback host needs PREFECT_SERVER_API_AUTH_STRING."""
+    if host in LOOPBACK or host.startswith("127.") or env.get(AUTH_ENV):
+        return None
+    return (
+        f"prefect.server_host {host} exposes the Prefect API beyond this machine without authentication; "
+        f"set {AUTH_ENV}=user:password (clients: PREFECT_API_AUTH_STRING) or keep 127.0.0.1"
+    )
 
 
 def server_env(home: str | os.PathLike[str], host: str, port: int) -> dict[str, str]:
@@ -51,6 +64,10 @@ def running_server_url(home: str | os.PathLike[str]) -> str | None:
 
 def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foreground: bool = True) -> int:
     """Start `prefect server start`, wait for /api/health, record the URL for later clients."""
+    refused = exposure_error(host)
+    if refused:
+        print(f"crawl2score: error: {refused}", file=sys.stderr)
+        return 2
     Path(home).mkdir(parents=True, exist_ok=True)
     env = server_env(home, host, port)
     api_url = env["PREFECT_API_URL"]

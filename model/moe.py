@@ -44,8 +44,11 @@ def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
                 # Own saved-tensor hooks: an enclosing activation checkpoint must not see the probe.
                 hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
                 with torch.inference_mode(False), torch.enable_grad(), hooks:
-                    x = torch.randn(32, 16, device=device, dtype=dtype, requires_grad=True)
-                    w = torch.randn(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
+                    # Constants, not randn: the probe runs at the first forward, and drawing from the
+                    # global generator there would shift a resumed run's RNG stream against an
+                    # uninterrupted one (which probed before its checkpoint).
+                    x = torch.ones(32, 16, device=device, dtype=dtype, requires_grad=True)
+                    w = torch.ones(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
                     offs = torch.tensor([16, 32], dtype=torch.int32, device=device)
                     _gmm(x, w, offs).sum().backward()
             except (RuntimeError, NotImplementedError, TypeError):

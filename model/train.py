@@ -49,7 +49,7 @@ from crawl2score.model.model import Transformer
 from crawl2score.model.moe import update_expert_bias
 from crawl2score.model.parallel import Parallel, clip_grad_norm_
 from crawl2score.model.schedule import Schedule
-from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint
+from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint, seed_all
 from crawl2score.model.train_config import TrainArgs
 
 WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # exit when this process (the Prefect task) is gone
@@ -241,7 +241,7 @@ class Trainer:
 
     # ---- build ------------------------------------------------------------------------------------------
     def _build_model(self) -> Transformer:
-        torch.manual_seed(self.args.seed)  # the same initial weights on every rank
+        seed_all(self.args.seed)  # the same initial weights on every rank; numpy and Python streams too
         with torch.device(self.device):
             model = Transformer(self.model_args)
         if self.args.compile:
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = read_config(opts.config)
         code = train(cfg, Path(opts.workdir or cfg.get("workdir", "work")).resolve())
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, OSError) as exc:  # OSError: a missing input, a full disk
         print(f"model.train: error: {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:

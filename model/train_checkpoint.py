@@ -8,7 +8,9 @@ Layout of `checkpoints/step-<N>/`:
   sharded/shard-*.safetensors      FSDP2 runs: weights and moments as each rank holds them, written and
                                    read through torch.distributed.checkpoint's safetensors storage
                                    (offsets in the file headers, so another world size can reshard)
-  rng-rank<R>.safetensors          torch CPU (and CUDA) generator states of rank R
+  rng-rank<R>.safetensors          rank R's generator states: torch CPU, every CUDA device, numpy's
+                                   global and Python's `random` (Mersenne Twister words as tensors, the
+                                   few scalars in the header), so a resume continues every stream exactly
   train_state.json                 step, data position, per-parameter AdamW step counts, param-group
                                    hyper-parameters, config fingerprint; written last
 
@@ -16,28 +18,63 @@ Nothing here is a pickle: tensors are safetensors and the rest JSON, so loading 
 default `.metadata` file is a pickle, hence its safetensors storage). A save builds `.step-<N>.tmp/`,
 fsyncs every file, renames it to `step-<N>` and only then rewrites `latest` (atomically), so a kill at
 any moment leaves the previous checkpoint complete and named. The last `keep_last` steps are kept.
+A write that fails (disk full) removes its temporary directory and raises `CheckpointWriteError`, one
+line naming the step and the cause; the previous checkpoint and `latest` are untouched.
+
+Fault injection (tests/faults/): `CRAWL2SCORE_CKPT_FAULT=<kill|enospc>@<step>:<point>` makes the save of
+`step` SIGKILL its own process, or raise ENOSPC, right after `point`, one of `FAULT_POINTS`. An
+environment hook in the writer, so the trainer under test is the real one, launched the real way.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, model_state_dict
+from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict
 
 STATE = "train_state.json"
 OPTIM = "optimizer.safetensors"
 SHARDED = "sharded"
 _STEP_RE = re.compile(r"^step-(\d+)$")
+FAULT_ENV = "CRAWL2SCORE_CKPT_FAULT"
+# Moments in a save after which a fault can be injected, in the order they happen.
+FAULT_POINTS = ("tmpdir", "weights", "config", "optimizer", "rng", "state", "fsync", "renamed", "latest", "pruned")
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, I/O error); the previous checkpoint is intact."""
+
+
+def _fault(step: int, point: str) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    action, _, where = spec.partition("@")
+    at_step, _, at_point = where.partition(":")
+    if at_point not in FAULT_POINTS:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: point must be one of {', '.join(FAULT_POINTS)}")
+    if int(at_step) != step or at_point != point:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"injected at {point}")
+    else:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: action must be kill or enospc")
 
 
 def _rank() -> int:
@@ -126,11 +163,64 @@ def _optim_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
     return tensors, steps
 
 
-def _rng_state() -> dict[str, torch.Tensor]:
-    out = {"cpu": torch.get_rng_state()}
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), numpy's global and Python's `random` generators.
+
+    All three, not just torch: a stream left to the OS's entropy differs between an uninterrupted run
+    and a run restarted from scratch, so their final RNG states (and anything drawn) would too.
+    """
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, header strings) holding every generator a training step may draw from."""
+    tensors = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = st
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    tensors["numpy.keys"] = torch.from_numpy(keys.astype(np.int64))
+    version, words, gauss_next = random.getstate()
+    tensors["python.words"] = torch.tensor(words, dtype=torch.int64)
+    # repr() of a float round-trips exactly; JSON keeps None apart from a number.
+    meta = {
+        "numpy": json.dumps([kind, int(pos), int(has_gauss), repr(float(gauss))]),
+        "python": json.dumps([version, None if gauss_next is None else repr(gauss_next)]),
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    torch.set_rng_state(tensors["cpu"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors)) if f"cuda.{i}" in tensors]
+    if "cuda" in tensors:  # checkpoints before per-device states
+        cuda = [tensors["cuda"]]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if "numpy.keys" in tensors and "numpy" in meta:
+        kind, pos, has_gauss, gauss = json.loads(meta["numpy"])
+        keys = tensors["numpy.keys"].numpy().astype(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, float(gauss)))
+    if "python.words" in tensors and "python" in meta:
+        version, gauss_next = json.loads(meta["python"])
+        words = tuple(int(w) for w in tensors["python.words"].tolist())
+        random.setstate((version, words, None if gauss_next is None else float(gauss_next)))
+
+
+def _save_rng(path: Path) -> None:
+    tensors, meta = _rng_state()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def _load_rng(path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    _set_rng_state(tensors, meta)
 
 
 def save_checkpoint(
@@ -143,12 +233,36 @@ def save_checkpoint(
 ) -> Path:
     """Write step-<step> atomically on every rank together (a collective call); returns its path."""
     ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir / f".step-{step}.tmp"
+    try:
+        return _save(ckpt_dir, tmp, step, model, optimizer, train_state, keep_last)
+    except OSError as exc:
+        if isinstance(exc, CheckpointWriteError):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        prev = newest_checkpoint(ckpt_dir)
+        kept = f"{prev.name} is intact" if prev is not None else "no earlier checkpoint"
+        cause = exc.strerror or str(exc)
+        err = CheckpointWriteError(f"writing checkpoint step-{step} in {ckpt_dir} failed: {cause} ({kept})")
+        err.errno = exc.errno
+        raise err from exc
+
+
+def _save(
+    ckpt_dir: Path,
+    tmp: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict[str, Any],
+    keep_last: int,
+) -> Path:
     rank = _rank()
     final = ckpt_dir / f"step-{step}"
-    tmp = ckpt_dir / f".step-{step}.tmp"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        _fault(step, "tmpdir")
     _barrier()
     ensure_optimizer_state(optimizer)
     moments, opt_steps = _optim_tensors(model, optimizer)
@@ -165,17 +279,23 @@ def save_checkpoint(
         dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED), save_distributed=True))
     if rank == 0:
         save_file(full_model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _fault(step, "weights")
         args = getattr(model, "args", None)
         (tmp / CONFIG).write_text(json.dumps(args.to_dict() if args else {}, indent=2) + "\n")
+        _fault(step, "config")
         if not sharded:
             save_file({k: v.detach().cpu().contiguous() for k, v in moments.items()}, str(tmp / OPTIM))
-    save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / f"rng-rank{rank}.safetensors"))
+        _fault(step, "optimizer")
+    _save_rng(tmp / f"rng-rank{rank}.safetensors")
+    _fault(step, "rng")
     _barrier()
     if rank == 0:
         groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         state_json = dict(train_state, step=step, sharded=sharded, optimizer_steps=opt_steps, param_groups=groups)
         (tmp / STATE).write_text(json.dumps(state_json, indent=1, default=str) + "\n")
+        _fault(step, "state")
         _fsync_tree(tmp)
+        _fault(step, "fsync")
         if final.exists():  # re-saving a step (e.g. the final one after a resume): swap atomically
             old = ckpt_dir / f".step-{step}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -185,14 +305,17 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
+        _fault(step, "renamed")
         latest_tmp = ckpt_dir / f".{LATEST}.tmp"
         latest_tmp.write_text(final.name + "\n")
         with open(latest_tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(latest_tmp, ckpt_dir / LATEST)
         _fsync_dir(ckpt_dir)
+        _fault(step, "latest")
         for _s, old_dir in step_dirs(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old_dir, ignore_errors=True)
+        _fault(step, "pruned")
     _barrier()
     return final
 
@@ -205,6 +328,11 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
     """
     path = Path(path)
     state = json.loads((path / STATE).read_text())
+    latest = path.parent / LATEST
+    if _rank() == 0 and (not latest.is_file() or latest.read_text().strip() != path.name):
+        # A kill between a save's rename and its `latest` update leaves `latest` naming the previous
+        # step; resuming from the newer one, point `latest` at it (a finished run saves nothing more).
+        mark_latest(path)
     ensure_optimizer_state(optimizer)
     moments, _ = _optim_tensors(model, optimizer)
     targets: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -231,10 +359,7 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
                 optimizer.state[p]["step"].fill_(state["optimizer_steps"][names[id(p)]])
     rng_file = path / f"rng-rank{_rank()}.safetensors"
     if rng_file.exists():  # another world size: ranks without a saved state keep their seeded one
-        rng = load_file(str(rng_file))
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        _load_rng(rng_file)
     return state
 
 

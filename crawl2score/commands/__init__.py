@@ -17,6 +17,13 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML file or preset name (tiny, small, medium); default tiny")
     parser.add_argument("--workdir", default=None, help="work directory (default: from config, `work`)")

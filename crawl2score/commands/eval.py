@@ -97,6 +97,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             short_name(t)
     except KeyError as exc:
         raise CLIError(f"--benchmarks: {exc.args[0]}") from None
+    from crawl2score.model.checkpoint import resolve_checkpoint
+
+    for ckpt in cfg.eval.checkpoints or [str(Path(cfg.workdir) / "checkpoints")]:
+        try:  # fail fast, with one line, before Prefect starts
+            resolve_checkpoint(ckpt)
+        except FileNotFoundError as exc:
+            raise CLIError(f"no checkpoint to evaluate: {exc} (run `crawl2score train` or pass --checkpoint)") from None
     prepare_prefect(cfg)
     from crawl2score.eval.lm import PromptTooLong
     from crawl2score.flows.eval import eval_flow

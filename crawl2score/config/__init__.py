@@ -40,6 +40,22 @@ class PrefectConfig(BaseModel):
     server_port: int = Field(4200, ge=1, le=65535)
     gpu_pool: str = "gpu"
     cpu_pool: str = "cpu"
+
+    @field_validator("api_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        """Configs are copied into flow parameters, the UI and reports: credentials belong in the
+        environment (PREFECT_API_AUTH_STRING / PREFECT_API_KEY), never in the URL."""
+        if value is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL such as http://127.0.0.1:4200/api")
+            if parts.username or parts.password:
+                raise ValueError("holds credentials; set PREFECT_API_AUTH_STRING in the environment instead")
+        return value
+
     train_deployment: str | None = Field(
         None,
         description="run the pipeline's train stage as this deployment (e.g. train/train, on the gpu pool) "
@@ -81,6 +97,17 @@ class Config(BaseModel):
             base.update(value)
             return base
         return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _check_workdir(cls, value: str) -> str:
+        """Fail here, in one line, rather than deep in a stage: empty, NUL bytes, or an existing file."""
+        if not value.strip() or "\x00" in value:
+            raise ValueError("must be a non-empty path without NUL bytes")
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return str(path)
 
     def section_dict(self, section: str) -> dict[str, Any]:
         """A section as plain JSON-able data, for subprocess configs and artifacts."""
@@ -131,7 +158,9 @@ def _format_validation_error(source: str, exc: ValidationError, overridden: set[
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    # Keys come from the user and may hold newlines or control characters: escape them, one line stays one.
+    loc = loc if loc.isprintable() else repr(loc)
+    return f"{source}: {loc}: {' '.join(msg.split())}{more}"
 
 
 def resolve_config_path(name_or_path: str | os.PathLike[str] | None) -> Path:

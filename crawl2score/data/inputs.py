@@ -11,7 +11,10 @@ import glob
 import gzip
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from crawl2score.config.data import DataConfig
 from crawl2score.workdir import stable_hash
@@ -22,6 +25,40 @@ WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.zst", ".arc.gz")
 
 class InputError(ValueError):
     """An input that cannot be used (missing path, unknown crawl id); one line, shown by the CLI as is."""
+
+
+T = TypeVar("T")
+TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+RETRY_DELAYS_S = (0.2, 0.6, 1.8, 5.4)  # 4 retries, ~8 s in all: a server restart or a rate-limit burst
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying: HTTP 408/429/5xx, a dropped or refused connection, a timeout. A 404 or
+    a 403 will not change, so it is not. fsspec's HTTP `info` turns every failure into FileNotFoundError
+    raised from the real one, so the cause decides."""
+    if isinstance(exc, FileNotFoundError) and exc.__cause__ is not None:
+        return is_transient(exc.__cause__)
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        return False
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    if isinstance(status, int):
+        return status in TRANSIENT_HTTP
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | ConnectionError | TimeoutError)
+
+
+def with_retries(fn: Callable[[], T], delays_s: tuple[float, ...] = RETRY_DELAYS_S) -> T:
+    """`fn()`, retried after each delay while it fails transiently; the last failure is raised as is.
+    By hand: fsspec's HTTP filesystem does not retry, and a Prefect task retry would redo the whole stage."""
+    for delay in delays_s:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            time.sleep(delay)
+    return fn()
 
 
 def _is_url(item: str) -> bool:
@@ -39,9 +76,13 @@ def crawl_paths(crawl_id: str, base_url: str) -> list[str]:
     base = base_url.rstrip("/")
     url = f"{base}/crawl-data/{crawl_id}/warc.paths.gz"
     try:
-        with fsspec.open(url, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+        raw = with_retries(lambda: _read_all(fsspec, url))
+    except FileNotFoundError as exc:
+        if is_transient(exc):
+            status = getattr(exc.__cause__, "status", None)
+            why = f"HTTP {status}" if status else exc.__cause__.__class__.__name__
+            tries = len(RETRY_DELAYS_S) + 1
+            raise InputError(f"cannot read the path list of {crawl_id} at {url} ({why}, {tries} attempts)") from None
         raise InputError(f"unknown Common Crawl id {crawl_id}: {url} not found") from None
     except Exception as exc:  # aiohttp raises ClientResponseError for 403/5xx; keep the message to one line
         status = getattr(exc, "status", None) or getattr(exc, "code", None)
@@ -56,19 +97,24 @@ def crawl_paths(crawl_id: str, base_url: str) -> list[str]:
     return [f"{base}/{line.strip().lstrip('/')}" for line in text.splitlines() if line.strip()]
 
 
+def _read_all(fsspec, url: str) -> bytes:
+    with fsspec.open(url, "rb") as f:
+        return f.read()
+
+
 def _remote_paths(item: str) -> list[str]:
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(item)
     try:
         if _has_magic(item):
-            found = sorted(fs.glob(item))
+            found = sorted(with_retries(lambda: fs.glob(item)))
             protocol = item.split("://", 1)[0]
             return [p if "://" in p else f"{protocol}://{p}" for p in found]
-        if not fs.exists(item):
-            raise InputError(f"input not found: {item}")
-    except InputError:
-        raise
+        # info(), not exists(): fsspec's exists() answers False for a 503 as for a 404.
+        with_retries(lambda: fs.info(item))
+    except FileNotFoundError:
+        raise InputError(f"input not found: {item}") from None
     except Exception as exc:
         raise InputError(f"cannot reach {item} ({exc.__class__.__name__})") from None
     return [item]

@@ -124,7 +124,10 @@ class WarcStreamReader(WarcReader):
         response_i = -1
         try:
             # fsspec streams: http(s) is read in blocks, s3 likewise; nothing is downloaded whole first.
-            with fsspec.open(path, "rb") as raw:
+            from crawl2score.data.inputs import with_retries
+
+            # Opening makes the first request; a transient failure there is retried (nothing read yet).
+            with with_retries(lambda: fsspec.open(path, "rb").open()) as raw:
                 for ri, record in enumerate(ArchiveIterator(raw)):
                     progress["bytes"] = start_bytes + raw.tell()
                     if record.rec_type in ("response", "conversion"):

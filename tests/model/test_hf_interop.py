@@ -10,6 +10,7 @@ import torch
 from crawl2score.model import load_checkpoint
 from crawl2score.model.checkpoint import save_model
 from crawl2score.model.hf import export_hf, import_hf
+from tests.tolerance import assert_close, model_terms
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,7 +40,7 @@ def test_transformers_logits_equal_native(exported, tiny_args):
     assert (tmp / "hf" / "tokenizer.json").exists()
     tokens = torch.randint(0, tiny_args.vocab_size, (2, 14))
     with torch.no_grad():
-        torch.testing.assert_close(hf(tokens).logits.float(), model(tokens), rtol=1e-4, atol=1e-4)
+        assert_close(hf(tokens).logits.float(), model(tokens), terms=model_terms(tiny_args, 14))
 
 
 def test_export_import_round_trip_with_mtp(exported):

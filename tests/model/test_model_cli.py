@@ -43,4 +43,5 @@ def test_export_import_cli_with_default_tokenizer(tmp_path, tiny_model, tiny_arg
 
     tokens = torch.randint(0, tiny_args.vocab_size, (1, 6))
     with torch.no_grad():
-        torch.testing.assert_close(load_checkpoint(tmp_path / "back")(tokens), tiny_model.eval()(tokens))
+        # Same weights, same process, same kernels: the round trip is exact.
+        assert torch.equal(load_checkpoint(tmp_path / "back")(tokens), tiny_model.eval()(tokens))

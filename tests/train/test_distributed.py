@@ -7,6 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from crawl2score.model.presets import get_preset
+from tests.tolerance import approx, model_terms, tolerances
 from tests.train.conftest import events, run_trainer, tiny_config, write_config
 
 
@@ -31,13 +33,17 @@ def test_two_ranks_match_single_rank(mode, tmp_path, tokens_dir, single):
     ref_dir, ref = single
     got = events(res.stdout, "step")
     assert [e["step"] for e in got] == [e["step"] for e in ref]
+    # Ranks sum gradients in another order than one process: per step, one forward + backward over the
+    # global batch's tokens; the error carries over steps, so the bound grows with the step count.
+    terms = model_terms(get_preset("tiny"), 32) + 8 * 32
     for r, g in zip(ref, got, strict=True):
-        assert g["loss"] == pytest.approx(r["loss"], rel=1e-5, abs=1e-6)
-        assert g["max_vio"] == pytest.approx(r["max_vio"], abs=1e-6)  # bias update over the global batch
+        assert g["loss"] == approx(r["loss"], terms=terms * g["step"])
+        assert g["max_vio"] == r["max_vio"]  # token counts per expert: integers, so exact
     a = load_file(str(ref_dir / "checkpoints/step-6/model.safetensors"))
     b = load_file(str(tmp_path / "w/checkpoints/step-6/model.safetensors"))
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=2e-5)  # Adam amplifies sum-order noise
+        # Adam divides by sqrt(v): a gradient near zero amplifies its rounding noise, hence 4x headroom.
+        torch.testing.assert_close(b[k], a[k], **tolerances(a[k], 4 * terms * 6))
     if mode == "fsdp":
         assert list((tmp_path / "w/checkpoints/step-6/sharded").glob("shard-*.safetensors"))
         # Resume the sharded step-3 checkpoint on one rank (DCP reshards) and finish like the reference.
@@ -47,4 +53,4 @@ def test_two_ranks_match_single_rank(mode, tmp_path, tokens_dir, single):
         res1 = run_trainer(cfg, tmp_path / "w", nproc=1)
         assert res1.returncode == 0, res1.stderr[-3000:]
         assert events(res1.stdout, "start")[0]["step"] == 3
-        assert events(res1.stdout, "step")[-1]["loss"] == pytest.approx(ref[-1]["loss"], rel=1e-5)
+        assert events(res1.stdout, "step")[-1]["loss"] == approx(ref[-1]["loss"], terms=terms * 6)
