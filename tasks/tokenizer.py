@@ -87,6 +87,7 @@ def tokenize_corpus(section: dict[str, Any], input_keys: list[str], workdir: str
         shard_tokens=cfg.shard_tokens,
         batch_docs=cfg.batch_docs,
         workers=cfg.workers,
+        encoder=cfg.encoder,
         on_progress=progress.set,
     )
     progress.finish()
