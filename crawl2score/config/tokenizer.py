@@ -18,7 +18,9 @@ class TokenizerConfig(BaseModel):
     # bytes/token within 1% (BENCHMARKS.md); both write the same tokenizer.json layout.
     trainer: Literal["rustbpe", "tokenizers"] = Field("rustbpe", description="BPE trainer: rustbpe or tokenizers")
     # auto: tiktoken (same ids, ~2x faster) whenever it can reproduce the tokenizer, else tokenizers.
-    encoder: Literal["auto", "tiktoken", "tokenizers"] = Field("auto", description="shard encoder")
+    encoder: Literal["auto", "tiktoken", "tokenizers"] = Field(
+        "auto", description="shard encoder: auto (tiktoken where it gives the HF ids), tiktoken, tokenizers"
+    )
     vocab_size: int = Field(102_400, ge=512, description="entries including special tokens (DeepSeek LLM/V2)")
     # A corpus too small to learn vocab_size - specials entries is filled with extra reserved tokens so the
     # id space (and the model's embedding) keeps its configured size; this turns that shortfall into an error.
@@ -40,8 +42,8 @@ class TokenizerConfig(BaseModel):
     baseline: bool = Field(True, description="also train a plain ByteLevel BPE of equal size for the report")
     seed: int = Field(0, description="hash seed of the held-out split and of language sampling")
     shard_tokens: int = Field(50_000_000, ge=1024, description="target tokens per shard")
-    batch_docs: int = Field(512, ge=1, description="documents per encode batch (parallel inside tokenizers)")
-    workers: int = Field(2, ge=1, description="threads for training and encoding (RAYON_NUM_THREADS)")
+    batch_docs: int = Field(512, ge=1, description="documents per encode batch (encoded in parallel)")
+    workers: int = Field(2, ge=1, description="threads for training and encoding (rayon, tiktoken)")
 
     @model_validator(mode="after")
     def _trainer_options(self) -> TokenizerConfig:
