@@ -176,7 +176,11 @@ def train_rustbpe(
     if vocab_size < len(specials) + 256:
         raise ValueError(f"vocab_size {vocab_size} < {len(specials)} specials + 256 bytes")
     trainer = rustbpe.Tokenizer()
-    trainer.train_from_iterator(_texts(batches), vocab_size - len(specials), pattern=RUST_PATTERNS[kind])
+    # rustbpe pulls buffer_size texts under the GIL, then counts them on all cores with the GIL released: a
+    # buffer of ~1,000 documents lets a reader thread (train.py) parse the next ones meanwhile.
+    trainer.train_from_iterator(
+        _texts(batches), vocab_size - len(specials), buffer_size=1024, pattern=RUST_PATTERNS[kind]
+    )
     ranked = sorted(trainer.get_mergeable_ranks(), key=lambda item: item[1])
     tok, duplicates = hf_from_ranks([bytes(b) for b, _ in ranked], specials, kind)
     if duplicates:

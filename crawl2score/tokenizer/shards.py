@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ TOKEN_DTYPE = np.dtype("<u4")
 INDEX_DTYPE = np.dtype("<i8")
 MANIFEST = "manifest.json"
 FORMAT = "crawl2score-tokens-v1"
+T = TypeVar("T")
 
 
 class _ShardWriter:
@@ -104,8 +105,8 @@ class _ShardWriter:
         )
 
 
-def _prefetch(it: Iterator[list[Document]], depth: int = 4) -> Iterator[list[Document]]:
-    """Run the reader (gzip + JSON) in a thread so it overlaps encoding, which releases the GIL."""
+def prefetch(it: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """Run the reader (gzip + JSON) in a thread so it overlaps encoding or training, which release the GIL."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -186,7 +187,7 @@ def write_shards(
     n_bytes = 0
     with atomic_dir(out_dir) as tmp:
         writer = _ShardWriter(tmp, shard_tokens)
-        for docs in _prefetch(batched(iter_documents(files, on_file_done=on_file), batch_docs)):
+        for docs in prefetch(batched(iter_documents(files, on_file_done=on_file), batch_docs)):
             arr, lengths = encode_batch(enc, docs, ids["eos_id"])
             writer.add(arr, lengths, [d.language for d in docs])
             batch_bytes = sum(len(d.text.encode("utf-8")) for d in docs)

@@ -30,7 +30,7 @@ from crawl2score.tokenizer.bpe import (
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.tokenizer.ranks import train_rustbpe
-from crawl2score.tokenizer.shards import make_readable
+from crawl2score.tokenizer.shards import make_readable, prefetch
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
 log = logging.getLogger("crawl2score.tokenizer")
@@ -44,6 +44,13 @@ class EncoderMismatchError(RuntimeError):
 
 
 def _stream(
+    files: list[Path], cfg: TokenizerConfig, stats: SampleStats, heldout: dict[str, list[str]], on_file: Callable
+) -> Iterator[list[str]]:
+    """Training batches, read and sampled in a thread while the trainer counts the previous ones."""
+    return prefetch(_batches(files, cfg, stats, heldout, on_file))
+
+
+def _batches(
     files: list[Path], cfg: TokenizerConfig, stats: SampleStats, heldout: dict[str, list[str]], on_file: Callable
 ) -> Iterator[list[str]]:
     return training_batches(
