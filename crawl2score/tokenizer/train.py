@@ -174,8 +174,11 @@ def train_tokenizer(
         # Evaluate what was written (encode_special_tokens on), exactly as the shards will be encoded.
         # The shards' encoder must give these same ids: checked on all held-out text before any shard is
         # written (tests pin it on arbitrary text; a failure here stops the stage rather than the model).
-        encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
-        same_ids = encoder if encoder.name != "tokenizers" else None
+        # Without held-out text there is nothing to check: the tokens stage then resolves `auto` itself.
+        encoder_name, same_ids = cfg.encoder, None
+        if heldout and cfg.encoder != "tokenizers":
+            encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
+            encoder_name, same_ids = encoder.name, (encoder if encoder.name == "tiktoken" else None)
         ours = evaluate(load_tokenizer(tmp), heldout, cfg.vocab_size, same_ids=same_ids)
         base = evaluate(baseline.tokenizer, heldout, cfg.vocab_size) if baseline is not None else None
         figures: dict[str, Any] = {
@@ -194,7 +197,7 @@ def train_tokenizer(
             "train_mb_per_s": round(stats.bytes_used / 1e6 / train_s, 3),
             "trainer": cfg.trainer,
             "tokenizer_hash": file_hash(tmp / "tokenizer.json"),
-            "encoder": encoder.name,
+            "encoder": encoder_name,
             "heldout": _compare(ours, base),
         }
         info = {
