@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from crawl2score.tokenizer.bpe import encode_texts, load_tokenizer, set_threads
+from crawl2score.tokenizer.bpe import BOS, EOS, PAD, encode_texts, load_tokenizer, set_threads, special_ids
 from crawl2score.tokenizer.ranks import ranks_from_tokenizer_json, read_tokenizer_json
 
 log = logging.getLogger("crawl2score.tokenizer")
@@ -25,6 +25,8 @@ ENCODERS = ("auto", "tiktoken", "tokenizers")
 
 class Encoder(Protocol):
     name: str
+    special_ids: dict[str, int]  # bos_id, eos_id, pad_id
+    vocab_size: int  # ids in use, specials and filler included
 
     def encode_batch(self, texts: list[str]) -> list[Sequence[int]]:
         """Ids of each text, in order, no special tokens added."""
@@ -39,6 +41,8 @@ class HFEncoder:
     def __init__(self, tokenizer_dir: str | Path, workers: int = 2) -> None:
         set_threads(workers)
         self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.special_ids = special_ids(self.tokenizer)
+        self.vocab_size = self.tokenizer.get_vocab_size()
 
     def encode_batch(self, texts: list[str]) -> list[Sequence[int]]:
         return encode_texts(self.tokenizer, texts)  # type: ignore[return-value]
@@ -49,11 +53,15 @@ class TiktokenEncoder:
 
     name = "tiktoken"
 
-    def __init__(self, ranks: dict[bytes, int], pattern: str, workers: int = 2) -> None:
+    def __init__(
+        self, ranks: dict[bytes, int], pattern: str, workers: int = 2, data: dict[str, Any] | None = None
+    ) -> None:
+        """`data`: the parsed tokenizer.json, for the special ids and the size (not needed to encode)."""
         import tiktoken
 
         self.encoding = tiktoken.Encoding("crawl2score", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
         self.workers = workers
+        self.special_ids, self.vocab_size = _ids_and_size(data) if data is not None else ({}, len(ranks))
 
     def encode_batch(self, texts: list[str]) -> list[Sequence[int]]:
         if self.workers <= 1:
@@ -71,11 +79,26 @@ def load_encoder(tokenizer_dir: str | Path, kind: str = "auto", workers: int = 2
         raise ValueError(f"unknown encoder {kind!r}: expected one of {', '.join(ENCODERS)}")
     if kind == "tokenizers":
         return HFEncoder(tokenizer_dir, workers)
-    found = ranks_from_tokenizer_json(read_tokenizer_json(tokenizer_dir))
+    data = read_tokenizer_json(tokenizer_dir)
+    found = ranks_from_tokenizer_json(data)
     if isinstance(found, str):
         if kind == "tiktoken":
             raise EncoderError(f"{tokenizer_dir}: tiktoken cannot encode this tokenizer: {found}")
         log.info("encoder: tokenizers (tiktoken cannot encode %s: %s)", tokenizer_dir, found)
         return HFEncoder(tokenizer_dir, workers)
     ranks, pattern = found
-    return TiktokenEncoder(ranks, pattern, workers)
+    return TiktokenEncoder(ranks, pattern, workers, data)
+
+
+def _ids_and_size(data: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """What `bpe.special_ids` and `Tokenizer.get_vocab_size` give, read off the parsed tokenizer.json (loading
+    it into tokenizers as well would cost ~0.5 s of a shard run)."""
+    vocab: dict[str, int] = data["model"]["vocab"]
+    added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    ids = {
+        name: added.get(token, vocab.get(token)) for name, token in (("bos_id", BOS), ("eos_id", EOS), ("pad_id", PAD))
+    }
+    missing = [k for k, v in ids.items() if v is None]
+    if missing:
+        raise ValueError(f"tokenizer lacks special tokens: {', '.join(missing)}")
+    return ids, len(vocab) + sum(1 for t in added if t not in vocab)  # type: ignore[return-value]

@@ -213,9 +213,12 @@ def ranks_from_tokenizer_json(data: dict[str, Any]) -> tuple[dict[bytes, int], s
     if not all(t.get("special") for t in data.get("added_tokens", [])):
         return "tokenizer has added tokens that are not special"
     vocab: dict[str, int] = model["vocab"]
-    ranks = {to_bytes(t): i for t, i in vocab.items() if t not in added}
-    if len(ranks) != len(vocab) - len(added) or any(bytes([b]) not in ranks for b in range(256)):
+    try:
+        ranks = {to_bytes(t): i for t, i in vocab.items() if t not in added}
+    except KeyError:
         return "vocabulary is not byte level"
+    if any(bytes([b]) not in ranks for b in range(256)):
+        return "vocabulary lacks some of the 256 bytes"
     last = -1
     for m in model["merges"]:
         a, b = m if isinstance(m, list) else m.split(" ", 1)

@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 
-from crawl2score.tokenizer.bpe import load_tokenizer, set_threads, special_ids
+from crawl2score.tokenizer.bpe import set_threads
 from crawl2score.tokenizer.corpus import Document, batched, iter_documents
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
@@ -171,9 +171,8 @@ def write_shards(
     """
     set_threads(workers)
     tokenizer_dir = Path(tokenizer_dir)
-    tok = load_tokenizer(tokenizer_dir)
-    ids = special_ids(tok)
     enc = load_encoder(tokenizer_dir, encoder, workers)
+    ids = enc.special_ids
     n_files = len(files)
     done_files = [0]
 
@@ -206,7 +205,7 @@ def write_shards(
             "dtype": "uint32",
             "index_dtype": "int64",
             "layout": "each document = its tokens + eos_id; idx[k]..idx[k+1] is document k (num_docs+1 offsets)",
-            "vocab_size": tok.get_vocab_size(),
+            "vocab_size": enc.vocab_size,
             **ids,
             "tokenizer_hash": file_hash(tokenizer_dir / "tokenizer.json"),
             "encoder": enc.name,

@@ -154,3 +154,17 @@ def test_auto_falls_back_to_tokenizers_when_tiktoken_cannot_reproduce(trained, t
         load_encoder(tmp_path, "tiktoken")
     with pytest.raises(ValueError, match="unknown encoder"):
         load_encoder(tmp_path, "fast")
+
+
+def test_tiktoken_serves_a_tokenizer_with_filler_tokens(tmp_path: Path) -> None:
+    """A short vocabulary padded with filler specials: same special ids, size and ids as tokenizers."""
+    from crawl2score.tokenizer.bpe import save_hf
+    from crawl2score.tokenizer.ranks import train_rustbpe
+
+    result = train_rustbpe([["tiny corpus here"] * 3], 1000, reserved=2)
+    assert result.filler_tokens > 0
+    save_hf(result.tokenizer, tmp_path)
+    tk, hf = load_encoder(tmp_path, "tiktoken"), load_encoder(tmp_path, "tokenizers")
+    assert (tk.special_ids, tk.vocab_size) == (hf.special_ids, hf.vocab_size) == (hf.special_ids, 1000)
+    text = "tiny corpus here <｜end▁of▁sentence｜> <｜reserved▁900｜> 中文 9"
+    assert list(tk.encode_batch([text])[0]) == hf.encode_batch([text])[0]

@@ -31,6 +31,8 @@ def test_both_encoders_write_identical_shards(tokens, tmp_path: Path, trained, s
         small_corpus, trained[0], tmp_path / "hf", shard_tokens=50_000, batch_docs=16, encoder="tokenizers"
     )
     assert hf["encoder"] == "tokenizers" and len(hf["shards"]) == len(manifest["shards"]) > 1
+    same = ("vocab_size", "bos_id", "eos_id", "pad_id", "num_tokens", "tokens_per_language", "shards")
+    assert {k: hf[k] for k in same} == {k: manifest[k] for k in same}
     for shard in manifest["shards"]:
         for name in (shard["path"], shard["index"]):
             assert (out / name).read_bytes() == (tmp_path / "hf" / name).read_bytes(), name
