@@ -58,18 +58,29 @@ def byte_to_char() -> dict[int, str]:
 
 
 @cache
-def char_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_char().items()}
+def _char_to_latin1() -> dict[int, str]:
+    """Byte-level character -> the Latin-1 character of its byte: with str.translate, a C-speed mapping.
+
+    Latin-1 characters outside the alphabet (space, controls) map to U+FFFF, which Latin-1 cannot encode.
+    """
+    table = {ord(c): chr(b) for b, c in byte_to_char().items()}
+    for b in range(256):
+        table.setdefault(b, "\uffff")
+    return table
+
+
+@cache
+def _latin1_to_char() -> dict[int, str]:
+    return {b: c for b, c in byte_to_char().items()}
 
 
 def to_chars(token: bytes) -> str:
-    table = byte_to_char()
-    return "".join(table[b] for b in token)
+    return token.decode("latin-1").translate(_latin1_to_char())
 
 
 def to_bytes(token: str) -> bytes:
-    table = char_to_byte()
-    return bytes(table[c] for c in token)
+    """Raises UnicodeEncodeError for a character outside the byte-level alphabet."""
+    return token.translate(_char_to_latin1()).encode("latin-1")
 
 
 class RanksError(ValueError):
@@ -215,7 +226,7 @@ def ranks_from_tokenizer_json(data: dict[str, Any]) -> tuple[dict[bytes, int], s
     vocab: dict[str, int] = model["vocab"]
     try:
         ranks = {to_bytes(t): i for t, i in vocab.items() if t not in added}
-    except KeyError:
+    except UnicodeEncodeError:
         return "vocabulary is not byte level"
     if any(bytes([b]) not in ranks for b in range(256)):
         return "vocabulary lacks some of the 256 bytes"
