@@ -29,6 +29,8 @@ def tokens_task(cfg: TokenizerConfig, workdir: str, files: list[str]) -> dict[st
         batch_docs=cfg.batch_docs,
         workers=cfg.workers,
         encoder=cfg.encoder,
+        heldout_fraction=cfg.heldout_fraction,
+        seed=cfg.seed,
         on_progress=progress.set,
     )
     progress.finish()

@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from crawl2score.tokenizer.bpe import set_threads
-from crawl2score.tokenizer.corpus import Document, batched, iter_documents
+from crawl2score.tokenizer.corpus import Document, batched, iter_documents, unit_hash
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
@@ -162,12 +162,16 @@ def write_shards(
     batch_docs: int = 512,
     workers: int = 2,
     encoder: str = "auto",
+    heldout_fraction: float = 0.0,
+    seed: int = 0,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Encode every document of `files` into shards under out_dir; returns the manifest (also written).
 
     `encoder`: auto | tiktoken | tokenizers (`crawl2score.tokenizer.encode`); every one gives the HF
-    tokenizer's ids, so the shards are the same bytes whichever runs.
+    tokenizer's ids, so the shards are the same bytes whichever runs. Documents of the tokenizer's held-out
+    split (the same `heldout_fraction` and `seed` as `training_batches`) are left out, so the held-out
+    bits per byte the eval stage reports is measured on text the model never trained on.
     """
     set_threads(workers)
     tokenizer_dir = Path(tokenizer_dir)
@@ -186,7 +190,16 @@ def write_shards(
     n_bytes = 0
     with atomic_dir(out_dir) as tmp:
         writer = _ShardWriter(tmp, shard_tokens)
-        for docs in prefetch(batched(iter_documents(files, on_file_done=on_file), batch_docs)):
+        heldout_docs = [0]
+
+        def trained_on(docs: Iterator[Document]) -> Iterator[Document]:
+            for doc in docs:
+                if heldout_fraction > 0 and unit_hash(seed, "heldout", doc.id) < heldout_fraction:
+                    heldout_docs[0] += 1
+                    continue
+                yield doc
+
+        for docs in prefetch(batched(trained_on(iter_documents(files, on_file_done=on_file)), batch_docs)):
             arr, lengths = encode_batch(enc, docs, ids["eos_id"])
             writer.add(arr, lengths, [d.language for d in docs])
             batch_bytes = sum(len(d.text.encode("utf-8")) for d in docs)
@@ -211,6 +224,7 @@ def write_shards(
             "encoder": enc.name,
             "num_tokens": num_tokens,
             "num_docs": sum(s["num_docs"] for s in writer.shards),
+            "heldout_docs_left_out": heldout_docs[0],
             "num_bytes": n_bytes,
             "tokens_per_language": dict(sorted(per_lang.items())),
             "shards": writer.shards,

@@ -128,3 +128,27 @@ def test_reader_imports_only_numpy() -> None:
         " & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_heldout_documents_stay_out_of_the_shards(tmp_path: Path, trained, small_corpus, small_cfg) -> None:
+    """The tokenizer's held-out split is never trained on by the model either: its documents are not in
+    the shards, so held-out bits per byte measures text the model has not seen."""
+    from crawl2score.tokenizer.corpus import unit_hash
+
+    manifest = write_shards(
+        small_corpus,
+        trained[0],
+        tmp_path / "tokens",
+        shard_tokens=50_000,
+        heldout_fraction=small_cfg.heldout_fraction,
+        seed=small_cfg.seed,
+    )
+    docs = list(iter_documents(small_corpus))
+    held = [d for d in docs if unit_hash(small_cfg.seed, "heldout", d.id) < small_cfg.heldout_fraction]
+    kept = [d for d in docs if d not in held]
+    assert held and manifest["heldout_docs_left_out"] == len(held)
+    assert manifest["num_docs"] == len(kept)
+    shards = TokenShards(tmp_path / "tokens")
+    tok = load_tokenizer(trained[0])
+    first_kept = encode_texts(tok, [kept[0].text])[0]
+    assert shards.document(0).tolist()[: len(first_kept)] == first_kept
