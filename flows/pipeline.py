@@ -87,7 +87,7 @@ def summary_markdown(config: Config, results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline")
 def pipeline(
     config: Config | None = None,
     force: list[str] | None = None,

@@ -47,8 +47,14 @@ def test_entrypoint_loads_as_a_worker_loads_it(spec, tmp_path) -> None:
 
 
 def test_wheel_has_one_top_level_name(tmp_path) -> None:
+    import shutil
+
+    # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "work", ".prefect", "__pycache__")
+    shutil.copytree(REPO, src, symlinks=True, ignore=skip)
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True,
         text=True,
         timeout=600,
