@@ -11,7 +11,7 @@ in one process (so both see the same machine load); model FLOPs counted as `mode
 inter_dim = (n_activated + n_shared)·moe_inter_dim, so each trunk FFN does the work of one token's routed +
 shared experts (the MTP block stays MoE in both: the model makes MTP blocks MoE past n_dense_layers).
 
-Balance: real trainer runs (`python -m model.train`, one thread each, all at once) on byte-level tokens
+Balance: real trainer runs (`python -m crawl2score.model.train`, one thread each, all at once) on byte-level tokens
 (vocab 257) of the project's synthetic en/zh corpus, `tiny` preset, same seed, data and steps, every step
 logged: γ = 0.001 with α = 1e-4 (V3), γ = 0.01 with α = 1e-4 (a bias speed that lets the bias cover the
 sigmoid-affinity spread within a short run), against γ = 0 with α = 1e-2 (auxiliary loss only; other

@@ -1,5 +1,5 @@
-"""Pretraining entry point: `python -m model.train --config resolved.json [--workdir DIR]`, or under
-`torchrun --nproc-per-node N [--nnodes ...] -m model.train ...` for DDP / FSDP2.
+"""Pretraining entry point: `python -m crawl2score.model.train --config resolved.json [--workdir DIR]`, or under
+`torchrun --nproc-per-node N [--nnodes ...] -m crawl2score.model.train ...` for DDP / FSDP2.
 
 Imports only torch, numpy, safetensors and the standard library (YAML configs only if PyYAML is there),
 so it runs on a bare GPU worker. Output contract, read by `tasks/train.py`: one JSON object per line on
@@ -186,7 +186,7 @@ def _exit_if_orphaned() -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print(f"model.train: watched process {pid} is gone; exiting", file=sys.stderr, flush=True)
+            print(f"crawl2score.model.train: watched process {pid} is gone; exiting", file=sys.stderr, flush=True)
             os._exit(4)
 
 
@@ -428,7 +428,7 @@ class Trainer:
                     f"(last checkpoint: step {self.last_saved})"
                 )
                 self.log.emit("error", step=self.step, message=msg)
-                print(f"model.train: error: {msg}", file=sys.stderr, flush=True)
+                print(f"crawl2score.model.train: error: {msg}", file=sys.stderr, flush=True)
                 return 3
             self.record(figures)
         self.log.emit(
@@ -447,7 +447,7 @@ def train(cfg: dict[str, Any], workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crawl2score.model.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="resolved config (JSON; YAML if PyYAML is installed)")
     parser.add_argument("--workdir", default=None, help="work directory (default: the config's `workdir`)")
     opts = parser.parse_args(argv)
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = read_config(opts.config)
         code = train(cfg, Path(opts.workdir or cfg.get("workdir", "work")).resolve())
     except (ValueError, KeyError, OSError) as exc:  # OSError: a missing input, a full disk
-        print(f"model.train: error: {exc}", file=sys.stderr, flush=True)
+        print(f"crawl2score.model.train: error: {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -1,6 +1,6 @@
 """Prefect task of the train stage: run `model.train` as a subprocess and turn its JSON lines into a view.
 
-The trainer is a separate process group (`python -m model.train` for one process, torchrun for more) so
+The trainer is a separate process group (`python -m crawl2score.model.train` for one process, torchrun for more) so
 it runs the same on a laptop, a GPU worker or a cluster node, and so cancelling, a timeout or a hang can
 kill all of it (`run_streaming`). A retry simply starts it again: the trainer resumes from the newest
 checkpoint by itself. Call `train_model.fn(...)` to run it without Prefect.

@@ -29,15 +29,15 @@ def _fake_data_stage(workdir: Path, small_corpus: list[Path]) -> None:
     write_marker(workdir, "data", "datakey0", {})
 
 
-def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_harness) -> None:
+def test_tokenizer_and_tokens_flows_run_then_skip(tmp_path: Path, small_corpus, prefect_harness) -> None:
     from crawl2score.flows.tokenizer import tokenizer_flow
-    from crawl2score.flows.tokens import tokens_flow as tokenize_flow
+    from crawl2score.flows.tokens import tokens_flow
 
     _fake_data_stage(tmp_path, small_corpus)
     cfg = _config(tmp_path)
     first = tokenizer_flow(cfg)
     assert not first["skipped"] and first["figures"]["vocab_size"] == FLOW_VOCAB
-    tokens = tokenize_flow(cfg)
+    tokens = tokens_flow(cfg)
     assert not tokens["skipped"] and tokens["figures"]["num_shards"] >= 1
     manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
     assert manifest["tokenizer_hash"] == first["figures"]["tokenizer_hash"]
@@ -45,13 +45,13 @@ def test_flows_train_tokenize_then_skip(tmp_path: Path, small_corpus, prefect_ha
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"tokenizer", "tokens"} <= set(report)
 
-    assert tokenizer_flow(cfg)["skipped"] and tokenize_flow(cfg)["skipped"]
+    assert tokenizer_flow(cfg)["skipped"] and tokens_flow(cfg)["skipped"]
     # New data → both stages redo; force redoes one.
     write_marker(tmp_path, "data", "datakey1", {})
     assert not tokenizer_flow(cfg)["skipped"]
-    assert not tokenize_flow(cfg)["skipped"]
-    assert not tokenize_flow(cfg, force=True)["skipped"]
-    assert read_marker(tmp_path, "tokens")["key"] == tokenize_flow(cfg)["key"]
+    assert not tokens_flow(cfg)["skipped"]
+    assert not tokens_flow(cfg, force=True)["skipped"]
+    assert read_marker(tmp_path, "tokens")["key"] == tokens_flow(cfg)["key"]
 
 
 def test_user_input_is_keyed_on_its_files(tmp_path: Path, small_corpus, prefect_harness) -> None:

@@ -83,7 +83,7 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 
 def trainer_cmd(config: Path, workdir: Path, nproc: int = 1) -> list[str]:
-    """`python -m model.train` for one process, torchrun (standalone rendezvous, free port) for more."""
+    """`python -m crawl2score.model.train` for one process, torchrun (standalone rendezvous, free port) for more."""
     launch = (
         [sys.executable]
         if nproc == 1
