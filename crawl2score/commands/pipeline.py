@@ -65,13 +65,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     force = _parse_stages(",".join(args.force), "--force") if args.force else []
     stages = _parse_stages(args.stages, "--stages")
+    _check_first_stage_inputs(cfg, [s for s in STAGES if stages is None or s in stages])
     prepare_prefect(cfg)
+    from crawl2score.data.inputs import InputError
+    from crawl2score.eval.lm import PromptTooLong
+    from crawl2score.flows._stage import StageInputMissing
     from crawl2score.flows.pipeline import pipeline
+    from crawl2score.tokenizer.corpus import CorpusError
 
-    result = pipeline(config=cfg, force=force or [], stages=stages)
+    try:
+        result = pipeline(config=cfg, force=force or [], stages=stages)
+    except (InputError, CorpusError, StageInputMissing, PromptTooLong) as exc:  # bad input, not a bug: one line
+        raise CLIError(str(exc)) from None
     print(json.dumps(result, indent=2, default=str))
     print(f"report: {Path(cfg.workdir).resolve() / 'report.md'}")
     return 0
+
+
+# What the first stage of a partial run reads, when no earlier stage of this run makes it.
+NEEDS = {"tokens": "tokenizer", "train": "tokens"}
+
+
+def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
+    """A run that starts after `data` needs the stage before it completed: say so in one line before Prefect
+    starts (a failure inside the flow would come with Prefect's own error log)."""
+    from crawl2score.workdir import read_marker
+
+    if not wanted:
+        return
+    first = wanted[0]
+    if first == "tokenizer" and not cfg.tokenizer.input and read_marker(cfg.workdir, "data") is None:
+        raise CLIError(
+            f"{cfg.workdir}: the data stage has not completed (run `crawl2score data` or set tokenizer.input)"
+        )
+    if first in NEEDS and read_marker(cfg.workdir, NEEDS[first]) is None:
+        need = NEEDS[first]
+        raise CLIError(f"{cfg.workdir}: the {need} stage has not completed (run `crawl2score {need}`)")
+    if first == "eval" and not cfg.eval.checkpoints and read_marker(cfg.workdir, "train") is None:
+        raise CLIError(
+            f"{cfg.workdir}: the train stage has not completed (run `crawl2score train` or set eval.checkpoints)"
+        )
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -12,16 +12,11 @@ from crawl2score.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for name, func, help_text, aliases in (
-        (
-            "tokenizer",
-            cmd_tokenizer,
-            "train the byte-level BPE (tokenizer.vocab_size entries) into WORKDIR/tokenizer",
-            [],
-        ),
-        ("tokens", cmd_tokens, "encode the corpus into uint32 shards + manifest in WORKDIR/tokens", ["tokenize"]),
+    for name, func, help_text in (
+        ("tokenizer", cmd_tokenizer, "train the byte-level BPE (tokenizer.vocab_size entries) into WORKDIR/tokenizer"),
+        ("tokens", cmd_tokens, "encode the corpus into uint32 shards + manifest in WORKDIR/tokens"),
     ):
-        p = subparsers.add_parser(name, help=help_text, description=help_text, aliases=aliases)
+        p = subparsers.add_parser(name, help=help_text, description=help_text)
         add_common_args(p)
         p.add_argument(
             "--input",

@@ -74,3 +74,11 @@ def test_bad_stage_name(tmp_path, capsys) -> None:
 def test_console_entry_point_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "crawl2score", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("crawl2score ")
+
+
+def test_run_without_the_earlier_stages_is_one_line(tmp_path, capsys) -> None:
+    """`run --stages train` on an empty work directory: the missing tokens stage is named, exit 2."""
+    code = main(["run", "--workdir", str(tmp_path / "w"), "--stages", "train"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert "the tokens stage has not completed" in err and "crawl2score tokens" in err
