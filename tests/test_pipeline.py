@@ -8,6 +8,7 @@ import json
 
 from crawl2score.config import load_config
 from crawl2score.workdir import STAGES
+from tests.fast_run import FAST_RUN
 
 
 def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) -> None:
@@ -21,20 +22,7 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) 
     monkeypatch.setitem(workdir.STAGE_CODE, "data", (*workdir.STAGE_CODE["data"], str(threshold)))
     workdir.code_version.cache_clear()
 
-    cfg = load_config(
-        "tiny",
-        [
-            "data.sample_pages=600",
-            "train.steps=4",
-            "train.checkpoint_every=2",
-            "train.log_every=1",
-            "eval.limit=1",
-            "eval.max_new_tokens=8",
-            "eval.benchmarks=[math500]",
-            "eval.bpb_max_bytes=5000",
-        ],
-        workdir=tmp_path / "work",
-    )
+    cfg = load_config("tiny", FAST_RUN, workdir=tmp_path / "work")
     first = pipeline(config=cfg)
     assert [s for s in first["stages"]] == list(STAGES)
     assert not any(r["skipped"] for r in first["stages"].values())

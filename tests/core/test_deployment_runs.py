@@ -21,19 +21,12 @@ from typing import Any
 
 import pytest
 
+from crawl2score.workdir import STAGES as WORKDIR_STAGES
+from tests.fast_run import FAST_RUN
+
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["data", "tokenizer", "tokens", "train", "eval"]
-TINY = [
-    "data.sample_pages=600",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-    "eval.limit=1",
-    "eval.max_new_tokens=8",
-    "eval.benchmarks=[math500]",
-    "eval.bpb_max_bytes=5000",
-    "prefect.train_deployment=train/train",  # the pipeline hands training to the gpu pool
-]
+STAGES = list(WORKDIR_STAGES)
+TINY = [*FAST_RUN, "prefect.train_deployment=train/train"]  # the pipeline hands training to the gpu pool
 RUN_TIMEOUT_S = 900
 
 
