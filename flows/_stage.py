@@ -28,6 +28,11 @@ def upstream_key(config: Config, stage: str, hint: str) -> str:
     return str(marker["key"])
 
 
+def current_key(stage: str, config: Config, input_keys: list[str]) -> str:
+    """The key this stage's output must carry to be current (the one definition, for every caller)."""
+    return stage_key(stage, config.stage_config(stage), input_keys)
+
+
 def run_stage(
     stage: str,
     config: Config,
@@ -41,7 +46,7 @@ def run_stage(
     Returns {"stage", "key", "skipped", "figures"}.
     """
     workdir = config.workdir
-    key = stage_key(stage, config.stage_config(stage), input_keys)
+    key = current_key(stage, config, input_keys)
     if not force and is_done(workdir, stage, key):
         marker = read_marker(workdir, stage) or {}
         logger().info("%s: output for key %s is current; skipped (use --force %s to redo)", stage, key, stage)

@@ -8,9 +8,8 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
-from crawl2score.flows._stage import run_stage, upstream_key
+from crawl2score.flows._stage import current_key, run_stage, upstream_key
 from crawl2score.tasks.train import prepare_checkpoints, train_task, trainer_command, write_run_config
-from crawl2score.workdir import stage_key
 
 
 def default_nproc() -> int:
@@ -28,7 +27,7 @@ def prepare_run(config: Config, nproc: int) -> tuple[Path, list[str]]:
     """For launchers outside Prefect (`crawl2score train --prepare`, then Slurm or a shell): write the run
     config under this stage's key and return it with the trainer command for one node. A later
     `crawl2score train` or pipeline run resumes those checkpoints, since they carry the same key."""
-    key = stage_key("train", config.stage_config("train"), train_inputs(config))
+    key = current_key("train", config, train_inputs(config))
     prepare_checkpoints(config.workdir, key, fresh=False)
     path = write_run_config(config.model, config.train, config.workdir, key)
     return path, trainer_command(path, config.workdir, nproc, config.launch)
