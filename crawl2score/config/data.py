@@ -92,6 +92,9 @@ class DataConfig(_Section):
     max_documents: int | None = Field(None, ge=1, description="HTML records read, split evenly over tasks")
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
     language_threshold: float = Field(0.65, ge=0.0, le=1.0)
+    language_id_chars: int = Field(
+        10_000, ge=0, description="characters of a page language ID reads (fastText's cost is linear); 0 = all"
+    )
     max_record_bytes: int = Field(2_000_000, ge=1024, description="larger WARC records are skipped and counted")
     extractor: Literal["trafilatura", "resiliparse"] = Field(
         "resiliparse",

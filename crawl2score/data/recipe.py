@@ -4,12 +4,18 @@ Eight datatrove stages run one after the other on the configured executor (each 
 files on disk):
 
 1. filter     WarcStreamReader → extractor (`data.extractor`: Resiliparse | Trafilatura) → language ID →
-              Gopher repetition → Gopher quality → C4 → FineWeb quality → [benchmark decontamination] →
+              Gopher quality → Gopher repetition → C4 → FineWeb quality → [benchmark decontamination] →
               JSONL                                                                     [tasks]
 2. exact-sig  ExactDedupSignature over the filtered JSONL                               [tasks]
 3. exact-find ExactFindDedups                                                           [1]
 4. exact      ExactDedupFilter → JSONL                                                  [tasks]
-5-8. minhash  MinhashDedupSignature [tasks] → Buckets [buckets] → Cluster [1] → Filter → output [tasks]
+5-8. minhash  MinhashDedupSignature [tasks] → Buckets [buckets; local: ≤ tasks] → Cluster [1] → Filter → output [tasks]
+
+Filter order: FineWeb runs Gopher repetition before Gopher quality. Both only read the page (C4, which
+removes lines, comes after both), so either order keeps the same pages; quality first is cheaper, as it
+drops most crawl pages (short, few alphabetic words) before the n-gram counting of the repetition rules
+(3x less time in the two on the real sample, BENCHMARKS.md). Only which rule a page is counted under in
+`drop_reasons` can differ. Language ID reads the first `data.language_id_chars` of a page.
 
 Quality filter settings follow FineWeb for English. For Chinese the word-based rules count jieba words
 (datatrove's spaCy "zh" tokenizer mis-segments here), and rules that assume spaces are relaxed: C4's
@@ -38,8 +44,8 @@ STEPS = (
     "read",
     "extract",
     "language",
-    "gopher_repetition",
     "gopher_quality",
+    "gopher_repetition",
     "c4_quality",
     "fineweb_quality",
     "exact_dedup",
@@ -107,10 +113,10 @@ def quality_filters(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineS
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
-        GopherQualityFilter,
         GopherRepetitionFilter,
     )
 
+    from crawl2score.data.gopher import CountedGopherQualityFilter
     from crawl2score.data.steps import LanguageRoutedFilter
     from crawl2score.data.tokenizers import JiebaWordTokenizer, quality_tokenizer, quiet_jieba
 
@@ -118,19 +124,19 @@ def quality_filters(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineS
     # One tokenizer per language shared by all filters, so an unchanged page is tokenized once.
     en, zh = quality_tokenizer(cfg.quality_tokenizer, "en"), JiebaWordTokenizer()
     per_lang: dict[str, dict[str, Any]] = {
-        "gopher_repetition": {
-            "en": GopherRepetitionFilter(language=en),
-            "zh": GopherRepetitionFilter(language=zh),
-        },
         "gopher_quality": {
-            "en": GopherQualityFilter(language=en),
-            "zh": GopherQualityFilter(
+            "en": CountedGopherQualityFilter(language=en),
+            "zh": CountedGopherQualityFilter(
                 language=zh,
                 min_avg_word_length=1,
                 max_avg_word_length=6,
                 max_non_alpha_words_ratio=0.6,  # "，" and "。" are words to jieba: ~1 in 6 tokens
                 stop_words=ZH_STOP_WORDS,
             ),
+        },
+        "gopher_repetition": {
+            "en": GopherRepetitionFilter(language=en),
+            "zh": GopherRepetitionFilter(language=zh),
         },
         "c4_quality": {
             "en": C4QualityFilter(filter_no_terminal_punct=False, language=en),  # FineWeb's setting
@@ -165,7 +171,6 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         ExactDedupFilter,
         ExactDedupSignature,
         ExactFindDedups,
-        MinhashDedupBuckets,
         MinhashDedupCluster,
         MinhashDedupFilter,
     )
@@ -174,7 +179,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
     from datatrove.pipeline.writers import JsonlWriter
 
     from crawl2score.data.extractors import make_extractor
-    from crawl2score.data.minhash import FastMinhashDedupSignature
+    from crawl2score.data.minhash import FastMinhashDedupSignature, GroupedMinhashDedupBuckets
     from crawl2score.data.steps import BundledLanguageFilter, WarcStreamReader, doc_text
     from crawl2score.data.tokenizers import minhash_tokenizer
 
@@ -188,7 +193,10 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         make_extractor(cfg.extractor, cfg.extract_timeout_s),
         _tally("extract"),
         BundledLanguageFilter(
-            cfg.languages, cfg.language_threshold, exclusion_writer=_removed_writer(cfg, paths, "language")
+            cfg.languages,
+            cfg.language_threshold,
+            exclusion_writer=_removed_writer(cfg, paths, "language"),
+            max_chars=cfg.language_id_chars,
         ),
         _tally("language"),
         *quality_filters(cfg, paths),
@@ -221,8 +229,10 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         ),
         (
             "minhash-buckets",
-            [MinhashDedupBuckets(str(paths.minhash_sigs), str(paths.minhash_buckets), config=mh_cfg)],
-            mh_cfg.num_buckets,
+            [GroupedMinhashDedupBuckets(str(paths.minhash_sigs), str(paths.minhash_buckets), config=mh_cfg)],
+            # local: buckets grouped into the stage's tasks (per-task set-up dominates at small sizes);
+            # a cluster gets one job per bucket, datatrove's layout
+            min(mh_cfg.num_buckets, tasks) if cfg.executor.kind == "local" else mh_cfg.num_buckets,
         ),
         (
             "minhash-cluster",
