@@ -95,7 +95,20 @@ def stage(variant: str, inputs: list[str], workdir: Path) -> tuple[float, float,
     cpu, wall = cpu_seconds(), time.perf_counter()
     run_data_stage(cfg, workdir)
     cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-    return cpu, wall, json.loads((workdir / "data" / "stats.json").read_text())
+    stats = json.loads((workdir / "data" / "stats.json").read_text())
+    stats["step_seconds"] = step_seconds(workdir)
+    return cpu, wall, stats
+
+
+def step_seconds(workdir: Path) -> dict[str, float]:
+    """Wall seconds datatrove timed in each step of each stage (the extractor's includes its child's work)."""
+    out = {}
+    for path in sorted((workdir / "data" / "logs").glob("*/stats.json")):
+        for step in json.loads(path.read_text()):
+            total = (step.get("time_stats") or {}).get("total", 0.0)
+            if total >= 0.001:
+                out[f"{path.parent.name}: {step['name'].split(': ', 1)[-1]}"] = round(total, 3)
+    return out
 
 
 def overlap(texts: dict[str, dict[str, str]], ids: list[str]) -> tuple[dict, list[dict]]:
@@ -235,6 +248,7 @@ def main() -> None:
                             (stats["input"]["documents"] - 1) / max(cpu - fixed[name], 1e-9), 1
                         ),
                         "kept": kept_per_step(stats),
+                        "step_seconds": stats["step_seconds"],
                     }
                     for name, (cpu, wall, stats) in best.items()
                 },
