@@ -100,6 +100,36 @@ def read_marker(workdir: str | os.PathLike[str], stage: str) -> dict[str, Any] |
         return None
 
 
+# What each stage reads from earlier stages in WORKDIR, and the config key that supplies it instead (if any).
+STAGE_INPUTS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "tokenizer": (("data", "tokenizer.input"),),
+    "tokens": (("data", "tokenizer.input"), ("tokenizer", None)),
+    "train": (("tokens", None),),
+    "eval": (("train", "eval.checkpoints"),),
+}
+
+
+def missing_input(config: Any, stage: str) -> str | None:
+    """One line naming the earlier stage `stage` needs and what to run, or None when its inputs are there.
+
+    The one check of a stage's inputs: the CLI calls it before Prefect starts (so the error is one line),
+    the flows through `flows._stage.upstream_key`. `config` is a `crawl2score.config.Config`.
+    """
+    for upstream, alternative in STAGE_INPUTS.get(stage, ()):
+        if alternative and _dotted(config, alternative):
+            continue
+        if read_marker(config.workdir, upstream) is None:
+            other = f", or set {alternative}" if alternative else ""
+            return f"{config.workdir}: the {upstream} stage has not completed (run `crawl2score {upstream}`{other})"
+    return None
+
+
+def _dotted(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def is_done(workdir: str | os.PathLike[str], stage: str, key: str) -> bool:
     marker = read_marker(workdir, stage)
     return bool(marker) and marker.get("key") == key

@@ -13,18 +13,27 @@ from typing import Any
 
 from crawl2score.config import Config
 from crawl2score.tasks._prefect import logger, table_artifact
-from crawl2score.workdir import clear_marker, is_done, read_marker, stage_key, update_report, write_marker
+from crawl2score.workdir import (
+    clear_marker,
+    is_done,
+    missing_input,
+    read_marker,
+    stage_key,
+    update_report,
+    write_marker,
+)
 
 
 class StageInputMissing(RuntimeError):
     """A stage this one reads has not completed in WORKDIR."""
 
 
-def upstream_key(config: Config, stage: str, hint: str) -> str:
-    """The key of a completed earlier stage (the input of this one), or a one-line error saying what to run."""
-    marker = read_marker(config.workdir, stage)
-    if not marker:
-        raise StageInputMissing(f"{config.workdir}: the {stage} stage has not completed ({hint})")
+def upstream_key(config: Config, stage: str, upstream: str) -> str:
+    """The key of `upstream`, a completed stage `stage` reads; else a one-line error saying what to run."""
+    problem = missing_input(config, stage)
+    marker = read_marker(config.workdir, upstream)
+    if problem or not marker:
+        raise StageInputMissing(problem or f"{config.workdir}: the {upstream} stage has not completed")
     return str(marker["key"])
 
 

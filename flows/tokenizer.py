@@ -18,7 +18,7 @@ def corpus_key(config: Config, files: list[str]) -> str:
 
     if config.tokenizer.input:
         return "input-" + files_fingerprint(Path(f) for f in files)
-    return upstream_key(config, "data", "run `crawl2score data`, or pass --input")
+    return upstream_key(config, "tokenizer", "data")
 
 
 @flow(name="tokenizer")

@@ -17,7 +17,7 @@ from crawl2score.tasks.tokens import tokens_task
 def tokens_flow(config: Config, force: bool = False) -> dict[str, Any]:
     """Encode the corpus into WORKDIR/tokens/ unless the shards are current for this corpus and tokenizer."""
     files = corpus_files_task(config.tokenizer, config.workdir)
-    input_keys = [corpus_key(config, files), upstream_key(config, "tokenizer", "run `crawl2score tokenizer`")]
+    input_keys = [corpus_key(config, files), upstream_key(config, "tokens", "tokenizer")]
 
     def body(_key: str) -> dict[str, Any]:
         return tokens_task(config.tokenizer, config.workdir, files)

@@ -20,7 +20,7 @@ def default_nproc() -> int:
 
 
 def train_inputs(config: Config) -> list[str]:
-    return [upstream_key(config, "tokens", "run `crawl2score tokens`")]
+    return [upstream_key(config, "train", "tokens")]
 
 
 def prepare_run(config: Config, nproc: int) -> tuple[Path, list[str]]:

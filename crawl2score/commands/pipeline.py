@@ -82,29 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# What the first stage of a partial run reads, when no earlier stage of this run makes it.
-NEEDS = {"tokens": "tokenizer", "train": "tokens"}
-
-
 def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
-    """A run that starts after `data` needs the stage before it completed: say so in one line before Prefect
+    """A run that starts after `data` needs the stages before it completed: say so in one line before Prefect
     starts (a failure inside the flow would come with Prefect's own error log)."""
-    from crawl2score.workdir import read_marker
+    from crawl2score.workdir import missing_input
 
-    if not wanted:
-        return
-    first = wanted[0]
-    if first == "tokenizer" and not cfg.tokenizer.input and read_marker(cfg.workdir, "data") is None:
-        raise CLIError(
-            f"{cfg.workdir}: the data stage has not completed (run `crawl2score data` or set tokenizer.input)"
-        )
-    if first in NEEDS and read_marker(cfg.workdir, NEEDS[first]) is None:
-        need = NEEDS[first]
-        raise CLIError(f"{cfg.workdir}: the {need} stage has not completed (run `crawl2score {need}`)")
-    if first == "eval" and not cfg.eval.checkpoints and read_marker(cfg.workdir, "train") is None:
-        raise CLIError(
-            f"{cfg.workdir}: the train stage has not completed (run `crawl2score train` or set eval.checkpoints)"
-        )
+    problem = missing_input(cfg, wanted[0]) if wanted else None
+    if problem:
+        raise CLIError(problem)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -35,10 +35,10 @@ def _config(args: argparse.Namespace) -> Config:
     return config_from_args(args)
 
 
-def _check_inputs(cfg: Config, need_tokenizer: bool) -> None:
-    """Fail with one line before Prefect starts: no corpus, no completed data stage, no tokenizer."""
+def _check_inputs(cfg: Config, stage: str) -> None:
+    """Fail with one line before Prefect starts: no corpus files, or an earlier stage not completed."""
     from crawl2score.tokenizer.corpus import CorpusError, find_input_files
-    from crawl2score.workdir import read_marker
+    from crawl2score.workdir import missing_input
 
     spec = cfg.tokenizer.input or str(Path(cfg.workdir) / "data" / "output")
     try:
@@ -46,15 +46,14 @@ def _check_inputs(cfg: Config, need_tokenizer: bool) -> None:
     except CorpusError as exc:
         hint = "" if cfg.tokenizer.input else " (run `crawl2score data` first, or pass --input)"
         raise CLIError(f"{exc}{hint}") from None
-    if not cfg.tokenizer.input and read_marker(cfg.workdir, "data") is None:
-        raise CLIError(f"{cfg.workdir}/data: the data stage has not completed (run `crawl2score data`)")
-    if need_tokenizer and read_marker(cfg.workdir, "tokenizer") is None:
-        raise CLIError(f"{cfg.workdir}/tokenizer: no trained tokenizer (run `crawl2score tokenizer` first)")
+    problem = missing_input(cfg, stage)
+    if problem:
+        raise CLIError(problem)
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _check_inputs(cfg, need_tokenizer=False)
+    _check_inputs(cfg, "tokenizer")
     prepare_prefect(cfg)
     from crawl2score.flows.tokenizer import tokenizer_flow
 
@@ -63,7 +62,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 def cmd_tokens(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _check_inputs(cfg, need_tokenizer=True)
+    _check_inputs(cfg, "tokens")
     prepare_prefect(cfg)
     from crawl2score.flows.tokens import tokens_flow
 

@@ -34,10 +34,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.nproc is not None and args.nproc < 1:
         raise CLIError(f"--nproc {args.nproc}: need at least 1")
-    from crawl2score.workdir import read_marker
+    from crawl2score.workdir import missing_input
 
-    if not read_marker(cfg.workdir, "tokens"):
-        raise CLIError(f"{cfg.workdir}/tokens: no completed tokenization (run `crawl2score tokens` first)")
+    problem = missing_input(cfg, "train")
+    if problem:
+        raise CLIError(problem)
     if cfg.train.global_batch_size % (args.nproc or 1):
         raise CLIError(
             f"train.global_batch_size {cfg.train.global_batch_size} is not a multiple of --nproc {args.nproc}"

@@ -11,6 +11,7 @@ from crawl2score.workdir import (
     atomic_dir,
     atomic_write_json,
     is_done,
+    missing_input,
     stage_key,
     update_report,
     write_marker,
@@ -58,3 +59,27 @@ def test_atomic_write_json(tmp_path) -> None:
     atomic_write_json(tmp_path / "a" / "x.json", {"k": "中文"})
     assert json.loads((tmp_path / "a" / "x.json").read_text(encoding="utf-8")) == {"k": "中文"}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+
+
+def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
+    """One check for every stage's inputs: what is missing, what to run, and the config key that replaces it."""
+    from crawl2score.config import Config
+
+    cfg = Config.model_validate({"workdir": str(tmp_path)})
+    assert missing_input(cfg, "data") is None
+    assert missing_input(cfg, "tokenizer") == (
+        f"{tmp_path}: the data stage has not completed (run `crawl2score data`, or set tokenizer.input)"
+    )
+    assert "the data stage" in missing_input(cfg, "tokens")  # tokens reads the corpus and the tokenizer
+    assert "the train stage" in missing_input(cfg, "eval") and "eval.checkpoints" in missing_input(cfg, "eval")
+    write_marker(tmp_path, "data", "k", {})
+    assert missing_input(cfg, "tokenizer") is None
+    assert missing_input(cfg, "tokens") == (
+        f"{tmp_path}: the tokenizer stage has not completed (run `crawl2score tokenizer`)"
+    )
+    assert "the tokens stage" in missing_input(cfg, "train")
+    given = Config.model_validate(
+        {"workdir": str(tmp_path / "other"), "tokenizer": {"input": "corpus/"}, "eval": {"checkpoints": ["ckpt"]}}
+    )
+    assert missing_input(given, "tokenizer") is None and missing_input(given, "eval") is None
+    assert "the tokenizer stage" in missing_input(given, "tokens")

@@ -14,7 +14,7 @@ from crawl2score.cli import main
 CASES = [
     (["eval"], "no checkpoint to evaluate"),
     (["eval", "--checkpoint", "nothere"], "no checkpoint to evaluate"),
-    (["train"], "no completed tokenization"),
+    (["train"], "the tokens stage has not completed"),
     (["tokenizer"], "no .jsonl"),
     (["tokens"], "no .jsonl"),
     (["data", "--input", "nothere.warc.gz"], "input not found"),

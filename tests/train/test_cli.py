@@ -7,7 +7,7 @@ from crawl2score.cli import main
 
 def test_train_needs_tokens(tmp_path, capsys):
     assert main(["train", "--workdir", str(tmp_path / "w")]) == 2
-    assert "no completed tokenization" in capsys.readouterr().err
+    assert "the tokens stage has not completed" in capsys.readouterr().err
 
 
 def test_train_rejects_bad_nproc_and_unknown_key(tmp_path, capsys):
