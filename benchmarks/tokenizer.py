@@ -34,8 +34,10 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=102_400)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-docs", type=int, default=512)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (>= 1); the fastest counts")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat {args.repeat}: need at least 1")
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)
     os.environ["CRAWL2SCORE_NO_BAR"] = "1"
 
@@ -60,6 +62,7 @@ def main() -> int:
     def timed(name: str, fn):
         """fn() run `--repeat` times; the fastest wall and CPU times are kept, the last result returned."""
         for _ in range(args.repeat):
+            result = None  # the previous run's output is not kept alive during the next one
             t, c = time.perf_counter(), time.process_time()
             result = fn()
             w, u = time.perf_counter() - t, time.process_time() - c  # CPU: all threads of the process

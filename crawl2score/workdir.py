@@ -118,7 +118,7 @@ def missing_input(config: Any, stage: str) -> str | None:
     for upstream, alternative in STAGE_INPUTS.get(stage, ()):
         if alternative and _dotted(config, alternative):
             continue
-        if read_marker(config.workdir, upstream) is None:
+        if not read_marker(config.workdir, upstream):
             other = f", or set {alternative}" if alternative else ""
             return f"{config.workdir}: the {upstream} stage has not completed (run `crawl2score {upstream}`{other})"
     return None

@@ -31,9 +31,13 @@ class StageInputMissing(RuntimeError):
 def upstream_key(config: Config, stage: str, upstream: str) -> str:
     """The key of `upstream`, a completed stage `stage` reads; else a one-line error saying what to run."""
     problem = missing_input(config, stage)
-    marker = read_marker(config.workdir, upstream)
-    if problem or not marker:
-        raise StageInputMissing(problem or f"{config.workdir}: the {upstream} stage has not completed")
+    if problem:
+        raise StageInputMissing(problem)
+    marker = read_marker(config.workdir, upstream) or {}
+    if "key" not in marker:
+        raise StageInputMissing(
+            f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
+        )
     return str(marker["key"])
 
 

@@ -9,7 +9,7 @@ files on disk):
 2. exact-sig  ExactDedupSignature over the filtered JSONL                               [tasks]
 3. exact-find ExactFindDedups                                                           [1]
 4. exact      ExactDedupFilter → JSONL                                                  [tasks]
-5-8. minhash  MinhashDedupSignature [tasks] → Buckets [buckets; local: ≤ tasks] → Cluster [1] → Filter → output [tasks]
+5-8. minhash  MinhashDedupSignature [tasks] → Buckets [buckets; local: ≤ max(tasks, workers)] → Cluster [1] → Filter → output [tasks]
 
 Filter order: FineWeb runs Gopher repetition before Gopher quality. Both only read the page (C4, which
 removes lines, comes after both), so either order keeps the same pages; quality first is cheaper, as it
@@ -230,9 +230,11 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         (
             "minhash-buckets",
             [GroupedMinhashDedupBuckets(str(paths.minhash_sigs), str(paths.minhash_buckets), config=mh_cfg)],
-            # local: buckets grouped into the stage's tasks (per-task set-up dominates at small sizes);
-            # a cluster gets one job per bucket, datatrove's layout
-            min(mh_cfg.num_buckets, tasks) if cfg.executor.kind == "local" else mh_cfg.num_buckets,
+            # local: buckets grouped into as many tasks as can run at once (per-task set-up dominates at
+            # small sizes); a cluster gets one job per bucket, datatrove's layout
+            min(mh_cfg.num_buckets, max(tasks, cfg.executor.workers))
+            if cfg.executor.kind == "local"
+            else mh_cfg.num_buckets,
         ),
         (
             "minhash-cluster",

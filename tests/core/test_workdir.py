@@ -8,10 +8,12 @@ import os
 import pytest
 
 from crawl2score.workdir import (
+    MARKER,
     atomic_dir,
     atomic_write_json,
     is_done,
     missing_input,
+    stage_dir,
     stage_key,
     update_report,
     write_marker,
@@ -77,6 +79,10 @@ def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
     assert missing_input(cfg, "tokens") == (
         f"{tmp_path}: the tokenizer stage has not completed (run `crawl2score tokenizer`)"
     )
+    assert "the tokens stage" in missing_input(cfg, "train")
+    write_marker(tmp_path, "tokens", "k", {})
+    assert missing_input(cfg, "train") is None
+    (stage_dir(tmp_path, "tokens") / MARKER).write_text("{}")  # emptied by hand or cut short: not a completed stage
     assert "the tokens stage" in missing_input(cfg, "train")
     given = Config.model_validate(
         {"workdir": str(tmp_path / "other"), "tokenizer": {"input": "corpus/"}, "eval": {"checkpoints": ["ckpt"]}}
