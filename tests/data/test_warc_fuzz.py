@@ -31,6 +31,16 @@ def _read(paths: list[Path], **kw) -> tuple[list, dict[str, int]]:
     return docs, _stats(reader)
 
 
+def _read_traced(path: Path) -> tuple[list, dict[str, int], int]:
+    """`_read` of one file, and the peak bytes Python allocated meanwhile (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        docs, stats = _read([path])
+        return docs, stats, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _assert_accounted(docs: list, stats: dict[str, int]) -> None:
     assert stats.get("records", 0) == len(docs) + sum(stats.get(k, 0) for k in SKIPS), stats
 
@@ -119,12 +129,7 @@ def test_100_mb_record_is_skipped_with_bounded_memory(tmp_path):
         f.write(b"y" * (size % len(chunk)) + b"\r\n\r\n")
     with open(path, "ab") as raw:
         raw.write(gzip.compress(_record("http://t.test/after", PAGE, _http("text/html"))))
-    tracemalloc.start()
-    try:
-        docs, stats = _read([path])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    docs, stats, peak = _read_traced(path)
     _assert_accounted(docs, stats)
     assert [d.metadata["url"] for d in docs] == ["http://t.test/before", "http://t.test/after"]
     assert stats["skipped_huge"] == 1 and not stats.get("corrupt_files")
@@ -137,12 +142,7 @@ def test_compressed_http_body_cannot_blow_up(tmp_path):
     rec = _record("http://t.test/bomb", bomb, _http("text/html", "Content-Encoding: gzip\r\n"))
     path = tmp_path / "bomb.warc.gz"
     path.write_bytes(_members([rec, _record("http://t.test/ok", PAGE, _http("text/html"))]))
-    tracemalloc.start()
-    try:
-        docs, stats = _read([path])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    docs, stats, peak = _read_traced(path)
     _assert_accounted(docs, stats)
     assert [d.metadata["url"] for d in docs] == ["http://t.test/ok"] and stats["skipped_huge"] == 1
     # bounded by warcio's read block inflated (~1000x), not by the 200 MiB the body inflates to
