@@ -9,13 +9,18 @@ progress files, read here once a second.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from pathlib import Path
 
+from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.logging import logger
+from datatrove.utils.stats import PipelineStats
 
 from crawl2score.config.data import DataConfig, ExecutorConfig
 from crawl2score.data.recipe import StagePaths
@@ -29,12 +34,11 @@ def make_executor(
 ):
     """The datatrove executor the config names, for one stage."""
     if ex.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(
+        workers = min(ex.workers, tasks)
+        return (SequentialLocalExecutor if workers == 1 else LocalPipelineExecutor)(
             pipeline,
             tasks=tasks,
-            workers=min(ex.workers, tasks),
+            workers=workers,
             logging_dir=str(logging_dir),
             start_method=ex.start_method,
         )
@@ -68,6 +72,41 @@ def make_executor(
     )
 
 
+class SequentialLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor for one worker, without its Manager process.
+
+    With `workers=1` datatrove runs the tasks in this process, one after the other, but still starts a
+    `multiprocess.Manager` (a forked server process) only to hand out local rank 0: ~25 ms of CPU per stage,
+    eight stages per data run, about a tenth of a run on a few hundred pages (BENCHMARKS.md). This runs the
+    same tasks in the same order with the same logs, stats and completion markers; more workers, or a
+    `depends` chain, go to datatrove's own `run`.
+    """
+
+    def run(self) -> PipelineStats | None:
+        if self.workers != 1 or self.depends:
+            return super().run()
+        self._launched = True
+        ranks = range(self.local_rank_offset, self.local_rank_offset + self.local_tasks)
+        if all(map(self.is_rank_completed, ranks)):
+            logger.info(f"Not doing anything as all {self.local_tasks} tasks have already been completed.")
+            return None
+        self.save_executor_as_json()
+        todo = self.get_incomplete_ranks(ranks)
+        if len(todo) < self.local_tasks:
+            logger.info(f"Skipping {self.local_tasks - len(todo)} already completed tasks")
+        pipeline, stats = self.pipeline, PipelineStats()
+        try:
+            for rank in todo:
+                self.pipeline = deepcopy(pipeline)  # every task starts from unused steps, as in datatrove
+                stats += self._run_for_rank(rank, 0)
+        finally:
+            self.pipeline = pipeline
+        with self.logging_dir.open("stats.json", "wt") as f:
+            stats.save_to_disk(f)
+        logger.success(stats.get_repr(f"All {self.local_tasks} tasks"))
+        return stats
+
+
 def _activate_script(venv_path: str | None) -> str | None:
     """datatrove writes `source <venv_path>` into the job: accept the venv folder or its activate script."""
     if venv_path is None or venv_path.rstrip("/").endswith("activate"):
@@ -75,7 +114,25 @@ def _activate_script(venv_path: str | None) -> str | None:
     return f"{venv_path.rstrip('/')}/bin/activate"
 
 
+def _cache_loguru_lib_dirs() -> None:
+    """Keep loguru's first answer to "which folders hold Python's libraries".
+
+    loguru works it out again on every `logger.add` (sysconfig's paths for every install scheme, ~6 ms),
+    and datatrove adds three log sinks per task: 24 times per data run, 7% of a run on a few hundred
+    pages (BENCHMARKS.md). The folders do not change within a process, and they only decide which frames
+    a logged traceback marks as library code. A loguru without this private method is left as it is.
+    """
+    try:
+        from loguru._better_exceptions import ExceptionFormatter
+    except ImportError:
+        return
+    get = ExceptionFormatter.__dict__.get("_get_lib_dirs")
+    if isinstance(get, staticmethod) and not hasattr(get.__func__, "cache_info"):
+        ExceptionFormatter._get_lib_dirs = staticmethod(functools.cache(get.__func__))
+
+
 def run_stages(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
+    _cache_loguru_lib_dirs()
     if cfg.executor.kind != "ray":
         _run_stages(cfg, stages, paths, report)
         return

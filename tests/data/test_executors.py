@@ -161,3 +161,62 @@ def test_ray_failed_task_stops_the_stage(local_ray, tmp_path: Path) -> None:
     executor.run()  # datatrove's Ray executor only logs a warning when a task fails
     with pytest.raises(RuntimeError, match=r"stage 'boom': 1 of 1 tasks did not complete \(ranks \[0\]\)"):
         _check_complete(executor, "boom")
+
+
+def _record_rank(data, rank: int = 0, world_size: int = 1):
+    """A pipeline step that notes which process ran which rank, and how often."""
+    import os
+
+    log = Path(os.environ["CRAWL2SCORE_TEST_RANKS"])
+    with log.open("a") as f:
+        f.write(f"{rank} {os.getpid()}\n")
+    if rank == int(os.environ.get("CRAWL2SCORE_TEST_FAIL_RANK", "-1")):
+        raise RuntimeError(f"rank {rank} fails")
+    return data
+
+
+def test_one_local_worker_runs_tasks_here_without_a_manager(tmp_path: Path, monkeypatch) -> None:
+    """workers=1: all tasks in this process, in order, no Manager process; completion markers make a
+    rerun do only what is missing, and a failing task stops the run with its error."""
+    import os
+
+    import multiprocess
+
+    from crawl2score.data.executors import SequentialLocalExecutor
+
+    managers: list[int] = []
+    real_manager = multiprocess.Manager
+    monkeypatch.setattr(multiprocess, "Manager", lambda *a, **k: managers.append(1) or real_manager(*a, **k))
+    ranks = tmp_path / "ranks.txt"
+    monkeypatch.setenv("CRAWL2SCORE_TEST_RANKS", str(ranks))
+    ex = ExecutorConfig(kind="local", tasks=3, workers=1)
+
+    def run() -> list[tuple[int, int]]:
+        ranks.unlink(missing_ok=True)
+        executor = make_executor(ex, "record", [_record_rank], 3, tmp_path / "logs")
+        assert isinstance(executor, SequentialLocalExecutor)
+        executor.run()
+        return [tuple(map(int, line.split())) for line in ranks.read_text().splitlines()] if ranks.exists() else []
+
+    assert run() == [(0, os.getpid()), (1, os.getpid()), (2, os.getpid())]
+    assert managers == []
+    assert (tmp_path / "logs" / "stats.json").exists()
+    assert run() == []  # all complete: nothing runs
+    (tmp_path / "logs" / "completions" / "00001").unlink()
+    assert run() == [(1, os.getpid())]
+
+    (tmp_path / "logs" / "completions" / "00002").unlink()
+    monkeypatch.setenv("CRAWL2SCORE_TEST_FAIL_RANK", "2")
+    with pytest.raises(RuntimeError, match="rank 2 fails"):
+        run()
+    assert not (tmp_path / "logs" / "completions" / "00002").exists()
+
+
+def test_several_local_workers_keep_datatrove_pool() -> None:
+    from datatrove.executor import LocalPipelineExecutor
+
+    from crawl2score.data.executors import SequentialLocalExecutor
+
+    executor = make_executor(ExecutorConfig(kind="local", tasks=2, workers=2), "x", [_record_rank], 2, Path("logs"))
+    assert isinstance(executor, LocalPipelineExecutor) and not isinstance(executor, SequentialLocalExecutor)
+    assert executor.workers == 2

@@ -102,3 +102,37 @@ def test_chinese_and_english_filters_work_after_either_extractor(name):
     assert len(kept_ids & en_wanted) >= 0.8 * len(en_wanted)
     assert not kept_ids & {p.url for p in junk}
     assert all(d.metadata["language"] == ("zh" if d.id in zh_wanted else "en") for d in kept)
+
+
+def test_filters_in_groups_decide_as_page_by_page(shared_dir):
+    """Language ID and the quality filters take pages in groups (FILTER_BATCH, for the CPU caches): the same
+    pages pass, in the same order, with the same labels and drop reasons as one page at a time."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    from crawl2score.data.steps import FILTER_BATCH
+
+    warcs = sorted(str(p) for p in (shared_dir / "data" / "commoncrawl").glob("*.warc*"))
+    pages = [d for d in WarcStreamReader(warcs).run()]
+    pages += [Document(text=render_html(p), id=p.url) for p in build_pages(150, seed=3)]
+    texts = [(d.id, extract_plain_text(d.text, main_content=True)) for d in pages]
+    texts = [(i, t) for i, t in texts if t]
+    assert len(texts) > 2 * FILTER_BATCH
+
+    def run(batch_size: int | None) -> tuple[list[tuple[str, str]], list[dict]]:
+        cfg = DataConfig()
+        steps = [BundledLanguageFilter(cfg.languages, cfg.language_threshold), *quality_filters(cfg, None)]
+        assert all(step.batch_size == FILTER_BATCH for step in steps if hasattr(step, "filter_batch"))
+        if batch_size is not None:
+            for step in steps:
+                if hasattr(step, "filter_batch"):
+                    step.batch_size = batch_size
+        stream = iter([Document(text=t, id=i) for i, t in texts])
+        for step in steps:
+            stream = step.run(stream)
+        kept = [(d.id, d.metadata["language"]) for d in stream]
+        stats = [{k: v.total for k, v in s.stats.stats.items() if k != "batches"} for s in steps]
+        return kept, stats
+
+    grouped, one_by_one = run(None), run(1)
+    assert any(s.get("dropped", 0) for s in grouped[1])
+    assert grouped == one_by_one
