@@ -97,9 +97,9 @@ def decontamination_steps(cfg: DataConfig, paths: StagePaths | None) -> list[Pip
 def _removed_writer(cfg: DataConfig, paths: StagePaths, step: str):
     if not cfg.keep_removed:
         return None
-    from datatrove.pipeline.writers import JsonlWriter
+    from crawl2score.data.steps import GzipJsonlWriter
 
-    return JsonlWriter(str(paths.removed / step))
+    return GzipJsonlWriter(str(paths.removed / step), level=1)
 
 
 def _tally(step: str, clusters: bool = False) -> PipelineStep:
@@ -176,11 +176,10 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
     )
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
     from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
 
     from crawl2score.data.extractors import make_extractor
     from crawl2score.data.minhash import FastMinhashDedupSignature, GroupedMinhashDedupBuckets
-    from crawl2score.data.steps import BundledLanguageFilter, WarcStreamReader, doc_text
+    from crawl2score.data.steps import BundledLanguageFilter, GzipJsonlWriter, WarcStreamReader, doc_text
     from crawl2score.data.tokenizers import minhash_tokenizer
 
     tasks = cfg.executor.tasks
@@ -201,7 +200,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
         _tally("language"),
         *quality_filters(cfg, paths),
         *decontamination_steps(cfg, paths),
-        JsonlWriter(str(paths.filtered)),
+        GzipJsonlWriter(str(paths.filtered), level=1),
     ]
     return [
         ("filter", filter_stage, tasks),
@@ -213,7 +212,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
                 JsonlReader(str(paths.filtered)),
                 ExactDedupFilter(str(paths.exact_dups), exact_cfg, _removed_writer(cfg, paths, "exact_dedup")),
                 _tally("exact_dedup"),
-                JsonlWriter(str(paths.exact_out)),
+                GzipJsonlWriter(str(paths.exact_out), level=1),
             ],
             tasks,
         ),
@@ -255,7 +254,7 @@ def build_stages(cfg: DataConfig, inputs: list[str], paths: StagePaths) -> list[
                     load_cluster_sizes=True,
                 ),
                 _tally("minhash_dedup", clusters=True),
-                JsonlWriter(str(paths.output)),
+                GzipJsonlWriter(str(paths.output), level=6),
             ],
             tasks,
         ),

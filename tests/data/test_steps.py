@@ -99,3 +99,28 @@ def test_language_routing(lang):
     other = Document(text="t", id="2", metadata={"language": "de"})
     assert routed.filter(doc) == (False, f"{lang}_filtered")
     assert routed.filter(other) is True
+
+
+@pytest.mark.parametrize(("level", "xfl"), [(1, 4), (6, 0)])
+def test_gzip_jsonl_writer_writes_its_level_and_reads_back(tmp_path, level, xfl):
+    """The header's XFL byte records the level class (4: fastest, 0: default, 2: best); datatrove's reader
+    infers gzip from the name, whatever the level."""
+    from datatrove.pipeline.readers import JsonlReader
+
+    from crawl2score.data.steps import GzipJsonlWriter
+
+    docs = [Document(text=f"page {i} " * 50, id=str(i), metadata={"language": "en"}) for i in range(20)]
+    with GzipJsonlWriter(str(tmp_path), level=level) as writer:
+        for doc in docs:
+            writer.write(doc, rank=3)
+    path = tmp_path / "00003.jsonl.gz"
+    assert path.read_bytes()[8] == xfl
+    back = list(JsonlReader(str(tmp_path)).run())
+    assert [(d.id, d.text, d.metadata["language"]) for d in back] == [(d.id, d.text, "en") for d in docs]
+
+
+def test_gzip_jsonl_writer_rejects_other_levels(tmp_path):
+    from crawl2score.data.steps import GzipJsonlWriter
+
+    with pytest.raises(ValueError, match="gzip level 9"):
+        GzipJsonlWriter(str(tmp_path), level=9)
