@@ -114,7 +114,9 @@ def test_config_and_pipeline_wiring(bench_dir, tmp_path, monkeypatch):
     paths = StagePaths(tmp_path, "k")
     names = [type(s).__name__ for s in build_stages(cfg, ["x.warc.gz"], paths)[0][1]]
     i = names.index("BenchmarkContaminationFilter")
-    assert names[i - 2] == "LanguageRoutedFilter" and names[i + 1] == "LanguageTally" and names[i + 2] == "JsonlWriter"
+    assert (
+        names[i - 2] == "LanguageRoutedFilter" and names[i + 1] == "LanguageTally" and names[i + 2] == "GzipJsonlWriter"
+    )
     filt = build_stages(cfg, ["x.warc.gz"], paths)[0][1][i]
     assert filt.exclusion_writer is not None and {p[0] for p in filt.problems} == {"aime24", "cnmo24"}
     plain = [type(s).__name__ for s in build_stages(small_config(), ["x.warc.gz"], paths)[0][1]]
