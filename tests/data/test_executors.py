@@ -220,3 +220,15 @@ def test_several_local_workers_keep_datatrove_pool() -> None:
     executor = make_executor(ExecutorConfig(kind="local", tasks=2, workers=2), "x", [_record_rank], 2, Path("logs"))
     assert isinstance(executor, LocalPipelineExecutor) and not isinstance(executor, SequentialLocalExecutor)
     assert executor.workers == 2
+
+
+def test_loguru_library_folders_are_worked_out_once_with_the_same_answer() -> None:
+    from loguru._better_exceptions import ExceptionFormatter
+
+    from crawl2score.data.executors import _cache_loguru_lib_dirs
+
+    before = ExceptionFormatter._get_lib_dirs()
+    _cache_loguru_lib_dirs()
+    _cache_loguru_lib_dirs()  # a second call keeps the first cache
+    assert ExceptionFormatter._get_lib_dirs() == before
+    assert ExceptionFormatter.__dict__["_get_lib_dirs"].__func__.cache_info().currsize == 1
