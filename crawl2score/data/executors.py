@@ -9,7 +9,6 @@ progress files, read here once a second.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 import time
@@ -24,6 +23,7 @@ from datatrove.utils.stats import PipelineStats
 
 from crawl2score.config.data import DataConfig, ExecutorConfig
 from crawl2score.data.recipe import StagePaths
+from crawl2score.data.steps import cache_loguru_lib_dirs
 
 ProgressFn = Callable[[float, str], None]
 FILTER_STAGE_SHARE = 0.75  # share of the progress bar given to stage 1 (extraction dominates the time)
@@ -114,25 +114,8 @@ def _activate_script(venv_path: str | None) -> str | None:
     return f"{venv_path.rstrip('/')}/bin/activate"
 
 
-def _cache_loguru_lib_dirs() -> None:
-    """Keep loguru's first answer to "which folders hold Python's libraries".
-
-    loguru works it out again on every `logger.add` (sysconfig's paths for every install scheme, ~6 ms),
-    and datatrove adds three log sinks per task: 24 times per data run, 7% of a run on a few hundred
-    pages (BENCHMARKS.md). The folders do not change within a process, and they only decide which frames
-    a logged traceback marks as library code. A loguru without this private method is left as it is.
-    """
-    try:
-        from loguru._better_exceptions import ExceptionFormatter
-    except ImportError:
-        return
-    get = ExceptionFormatter.__dict__.get("_get_lib_dirs")
-    if isinstance(get, staticmethod) and not hasattr(get.__func__, "cache_info"):
-        ExceptionFormatter._get_lib_dirs = staticmethod(functools.cache(get.__func__))
-
-
 def run_stages(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
-    _cache_loguru_lib_dirs()
+    cache_loguru_lib_dirs()  # also done when steps.py is imported, as in every worker process
     if cfg.executor.kind != "ray":
         _run_stages(cfg, stages, paths, report)
         return

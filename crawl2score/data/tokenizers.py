@@ -13,14 +13,15 @@ pipeline built per process. Two places need something else:
 * Speed of the quality filters. Gopher repetition, Gopher quality and FineWeb each tokenize the same
   document again, and datatrove's spaCy path runs the whole pipeline (with a sentencizer) per call:
   ~11 ms per 2 KB English page, ~85% of the filters' time. `SpacyWordTokenizer` runs only spaCy's
-  tokenizer (the same tokens, ~4 ms) and both word tokenizers remember the last text they split, so a
-  page is tokenized once for all filters that see it unchanged. Sentences are split by a regex on
+  tokenizer (the same tokens, ~4 ms) and both word tokenizers remember the texts they split last (two
+  filter groups), so a page is tokenized once for all filters that see it unchanged. Sentences are split by a regex on
   terminal punctuation, which is what spaCy's rule-based sentencizer does too.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 from datatrove.utils.word_tokenizers import WordTokenizer, simple_span_tokenize, strip_strings
 
@@ -51,17 +52,32 @@ class ScriptAwareTokenizer(WordTokenizer):
 
 
 class _LastTextCache(WordTokenizer):
-    """Remembers the tokens of the last text: consecutive filters on an unchanged page tokenize it once."""
+    """Remembers the tokens of the texts it split last: the filters after it tokenize an unchanged page once.
+
+    The filters take pages in groups (`FILTER_BATCH` = 64 in steps.py), so one filter splits a whole
+    group before the next sees its first page: the cache holds two groups, and at most `MAX_CHARS`
+    characters of text so a group of huge pages cannot pin gigabytes of tokens.
+    """
+
+    MAX_TEXTS = 128
+    MAX_CHARS = 4_000_000
 
     def __init__(self, language: str | None) -> None:
         super().__init__(language)
-        self._last: tuple[str, list[str]] | None = None
+        self._cache: OrderedDict[str, list[str]] = OrderedDict()
+        self._chars = 0
 
     def word_tokenize(self, text: str) -> list[str]:
-        if self._last is not None and self._last[0] == text:
-            return list(self._last[1])
+        tokens = self._cache.get(text)
+        if tokens is not None:
+            self._cache.move_to_end(text)
+            return list(tokens)
         tokens = self._tokenize(text)
-        self._last = (text, tokens)
+        self._cache[text] = tokens
+        self._chars += len(text)
+        while len(self._cache) > self.MAX_TEXTS or (self._chars > self.MAX_CHARS and len(self._cache) > 1):
+            old, _ = self._cache.popitem(last=False)
+            self._chars -= len(old)
         return list(tokens)
 
     def _tokenize(self, text: str) -> list[str]:
@@ -74,7 +90,7 @@ class _LastTextCache(WordTokenizer):
         return list(simple_span_tokenize(text, self.sent_tokenize(text)))
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_last": None, "_nlp": None}
+        return {**self.__dict__, "_cache": OrderedDict(), "_chars": 0, "_nlp": None}
 
 
 class SpacyWordTokenizer(_LastTextCache):

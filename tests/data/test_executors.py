@@ -222,13 +222,16 @@ def test_several_local_workers_keep_datatrove_pool() -> None:
     assert executor.workers == 2
 
 
-def test_loguru_library_folders_are_worked_out_once_with_the_same_answer() -> None:
+def test_loguru_library_folders_are_worked_out_once_with_the_same_answer(monkeypatch) -> None:
     from loguru._better_exceptions import ExceptionFormatter
 
-    from crawl2score.data.executors import _cache_loguru_lib_dirs
+    from crawl2score.data.steps import cache_loguru_lib_dirs
 
+    original = ExceptionFormatter.__dict__["_get_lib_dirs"]
+    uncached = getattr(original.__func__, "__wrapped__", original.__func__)
+    monkeypatch.setattr(ExceptionFormatter, "_get_lib_dirs", staticmethod(uncached))  # restored after
     before = ExceptionFormatter._get_lib_dirs()
-    _cache_loguru_lib_dirs()
-    _cache_loguru_lib_dirs()  # a second call keeps the first cache
+    cache_loguru_lib_dirs()
+    cache_loguru_lib_dirs()  # a second call keeps the first cache
     assert ExceptionFormatter._get_lib_dirs() == before
     assert ExceptionFormatter.__dict__["_get_lib_dirs"].__func__.cache_info().currsize == 1

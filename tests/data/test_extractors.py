@@ -106,7 +106,8 @@ def test_chinese_and_english_filters_work_after_either_extractor(name):
 
 def test_filters_in_groups_decide_as_page_by_page(shared_dir):
     """Language ID and the quality filters take pages in groups (FILTER_BATCH, for the CPU caches): the same
-    pages pass, in the same order, with the same labels and drop reasons as one page at a time."""
+    pages pass, in the same order, with the same labels and drop reasons as one page at a time, and the
+    shared word tokenizers still split each page once, not once per filter."""
     from resiliparse.extract.html2text import extract_plain_text
 
     from crawl2score.data.steps import FILTER_BATCH
@@ -118,21 +119,27 @@ def test_filters_in_groups_decide_as_page_by_page(shared_dir):
     texts = [(i, t) for i, t in texts if t]
     assert len(texts) > 2 * FILTER_BATCH
 
-    def run(batch_size: int | None) -> tuple[list[tuple[str, str]], list[dict]]:
+    def run(batch_size: int | None) -> tuple[list[tuple[str, str]], list[dict], int]:
         cfg = DataConfig()
         steps = [BundledLanguageFilter(cfg.languages, cfg.language_threshold), *quality_filters(cfg, None)]
-        assert all(step.batch_size == FILTER_BATCH for step in steps if hasattr(step, "filter_batch"))
+        filters = [step for step in steps if hasattr(step, "filter_batch")]
+        assert all(step.batch_size == FILTER_BATCH for step in filters)
         if batch_size is not None:
-            for step in steps:
-                if hasattr(step, "filter_batch"):
-                    step.batch_size = batch_size
+            for step in filters:
+                step.batch_size = batch_size
+        calls = [0]
+        tokenizers = {id(f.language): f.language for step in filters[1:] for f in step.filters.values()}
+        for tok in tokenizers.values():  # count the real splits (a spy: the tokenizer still runs)
+            real = tok._tokenize
+            tok._tokenize = lambda text, real=real: calls.__setitem__(0, calls[0] + 1) or real(text)
         stream = iter([Document(text=t, id=i) for i, t in texts])
         for step in steps:
             stream = step.run(stream)
         kept = [(d.id, d.metadata["language"]) for d in stream]
         stats = [{k: v.total for k, v in s.stats.stats.items() if k != "batches"} for s in steps]
-        return kept, stats
+        return kept, stats, calls[0]
 
     grouped, one_by_one = run(None), run(1)
     assert any(s.get("dropped", 0) for s in grouped[1])
-    assert grouped == one_by_one
+    assert grouped[:2] == one_by_one[:2]
+    assert 0 < grouped[2] == one_by_one[2]
