@@ -110,13 +110,9 @@ def _tally(step: str, clusters: bool = False) -> PipelineStep:
 
 def quality_filters(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineStep]:
     """Gopher repetition/quality, C4 and FineWeb quality, each routed per language (see module doc)."""
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherRepetitionFilter,
-    )
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter
 
-    from crawl2score.data.gopher import CountedGopherQualityFilter
+    from crawl2score.data.gopher import CountedGopherQualityFilter, CountedGopherRepetitionFilter
     from crawl2score.data.steps import LanguageRoutedFilter
     from crawl2score.data.tokenizers import JiebaWordTokenizer, quality_tokenizer, quiet_jieba
 
@@ -135,8 +131,8 @@ def quality_filters(cfg: DataConfig, paths: StagePaths | None) -> list[PipelineS
             ),
         },
         "gopher_repetition": {
-            "en": GopherRepetitionFilter(language=en),
-            "zh": GopherRepetitionFilter(language=zh),
+            "en": CountedGopherRepetitionFilter(language=en),
+            "zh": CountedGopherRepetitionFilter(language=zh),
         },
         "c4_quality": {
             "en": C4QualityFilter(filter_no_terminal_punct=False, language=en),  # FineWeb's setting

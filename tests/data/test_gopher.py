@@ -1,5 +1,5 @@
-"""The data stage's faster steps give datatrove's results: Gopher quality counted per distinct word, the
-language-ID window, and MinHash buckets grouped into fewer tasks."""
+"""The data stage's faster steps give datatrove's results: Gopher quality counted per distinct word, Gopher
+repetition's faster n-grams, the language-ID window, and MinHash buckets grouped into fewer tasks."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
-from datatrove.pipeline.filters import GopherQualityFilter
+from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crawl2score.data.extractors import make_extractor
-from crawl2score.data.gopher import CountedGopherQualityFilter
+from crawl2score.data.gopher import CountedGopherQualityFilter, CountedGopherRepetitionFilter
 from crawl2score.data.minhash import FastMinhashDedupSignature, GroupedMinhashDedupBuckets
 from crawl2score.data.recipe import ZH_STOP_WORDS
 from crawl2score.data.sample import build_pages, render_html
@@ -28,11 +28,13 @@ ZH_SETTINGS = {
 }
 
 
-def _pairs() -> list[tuple[GopherQualityFilter, CountedGopherQualityFilter]]:
+def _pairs() -> list[tuple]:
     en, zh = RegexWordTokenizer(), JiebaWordTokenizer()
     return [
         (GopherQualityFilter(language=en), CountedGopherQualityFilter(language=en)),
         (GopherQualityFilter(language=zh, **ZH_SETTINGS), CountedGopherQualityFilter(language=zh, **ZH_SETTINGS)),
+        (GopherRepetitionFilter(language=en), CountedGopherRepetitionFilter(language=en)),
+        (GopherRepetitionFilter(language=zh), CountedGopherRepetitionFilter(language=zh)),
     ]
 
 
@@ -84,6 +86,38 @@ def test_counted_gopher_quality_decides_as_datatrove_on_generated_text(text: str
     theirs = GopherQualityFilter(language=tok, min_doc_words=min_words)
     ours = CountedGopherQualityFilter(language=tok, min_doc_words=min_words)
     assert ours.filter(Document(text=text, id="b")) == theirs.filter(Document(text=text, id="a"))
+
+
+# Ten 6-word phrases (and a Chinese one) among mostly unique words, with spaces, line and paragraph breaks:
+# over 300 texts datatrove answers top 2/3/4-gram, duplicated 5/6-gram, duplicate lines and keep.
+PHRASES = st.sampled_from([" ".join(f"p{j}{k}" for k in "abcdef") for j in range(10)] + ["中文 网站 的 新闻 今天 很好"])
+UNIQUE = st.integers(0, 3000).map(lambda i: f"w{i}")
+PIECES = st.one_of(PHRASES, UNIQUE, UNIQUE, UNIQUE, st.sampled_from(["the", "a b", "  ", "\n", "\n\n"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, min_size=1, max_size=300).map(" ".join))
+def test_counted_gopher_repetition_decides_as_datatrove_on_generated_text(text: str) -> None:
+    for tok in (RegexWordTokenizer(), JiebaWordTokenizer()):  # jieba keeps spaces as words: the fallback
+        theirs = GopherRepetitionFilter(language=tok)
+        ours = CountedGopherRepetitionFilter(language=tok)
+        assert ours.filter(Document(text=text, id="b")) == theirs.filter(Document(text=text, id="a"))
+
+
+def test_counted_gopher_repetition_sees_every_rule() -> None:
+    """Both kinds of n-gram rule fire on texts built for them, and a page without repetition passes."""
+    tok = RegexWordTokenizer()
+    phrases = [f"p{j}a p{j}b p{j}c p{j}d p{j}e" for j in range(8)]  # 8 phrases thrice: no top 4-gram
+    texts = {
+        "top_2_gram": "alpha beta " * 40 + " ".join(f"w{i}" for i in range(60)),
+        "duplicated_5_n_grams": " ".join(phrases * 3) + " " + " ".join(f"w{i}" for i in range(200)),
+        True: " ".join(f"w{i}" for i in range(500)),
+    }
+    for expected, text in texts.items():
+        theirs = GopherRepetitionFilter(language=tok).filter(Document(text=text, id="a"))
+        ours = CountedGopherRepetitionFilter(language=tok).filter(Document(text=text, id="b"))
+        assert ours == theirs
+        assert (ours if ours is True else ours[1]) == expected
 
 
 def test_language_id_reads_only_the_window() -> None:
