@@ -242,6 +242,7 @@ class BundledFT176LID(FT176LID):
     def __init__(self, languages: list[str] | None = None, max_chars: int = 0) -> None:
         super().__init__(languages)
         self.max_chars = max_chars
+        self._last: tuple[str, tuple[tuple[str, float], dict[str, float]]] | None = None
 
     @property
     def model(self):
@@ -252,9 +253,16 @@ class BundledFT176LID(FT176LID):
         return self._model
 
     def predict(self, doc: Document) -> tuple[tuple[str, float], dict[str, float]]:
-        if self.max_chars and len(doc.text) > self.max_chars:
-            doc = Document(text=doc.text[: self.max_chars], id=doc.id)
-        return super().predict(doc)
+        """The prediction for the page's window; asked again for the same text (the filter's relabel
+        path), the last answer without running fastText a second time."""
+        if self._last is not None and self._last[0] is doc.text:
+            return self._last[1]
+        text = doc.text
+        if self.max_chars and len(text) > self.max_chars:
+            doc = Document(text=text[: self.max_chars], id=doc.id)
+        result = super().predict(doc)
+        self._last = (text, result)
+        return result
 
 
 class BundledLanguageFilter(LanguageFilter):

@@ -164,3 +164,20 @@ def test_grouped_buckets_write_datatrove_files(tmp_path: Path, tasks: int) -> No
     assert len(theirs) == cfg.num_buckets
     assert any((tmp_path / "theirs" / n).stat().st_size for n in theirs)  # the sample has near-duplicates
     assert all((tmp_path / "theirs" / n).read_bytes() == (tmp_path / "ours" / n).read_bytes() for n in theirs)
+
+
+def test_language_id_runs_fasttext_once_per_page_on_the_relabel_path() -> None:
+    """A page kept on a wanted language's score while another label is on top (a low threshold here) is
+    labelled with the wanted language, from the same prediction: fastText runs once for it."""
+    step = BundledLanguageFilter(["en", "zh"], language_threshold=0.01)
+    calls = [0]
+    model = step.model.model
+    real = model.predict
+    step.model._model = type(
+        "Spy", (), {"predict": lambda self, *a, **k: calls.__setitem__(0, calls[0] + 1) or real(*a, **k)}
+    )()
+    doc = Document(text="Der Ausschuss hat heute seinen Bericht veröffentlicht, the report is here.", id="de")
+    assert step.filter(doc)
+    assert step.model.predict(doc)[0][0] == "de"  # German on top: the relabel path ran
+    assert doc.metadata["language"] == "en"
+    assert calls[0] == 1
