@@ -112,7 +112,8 @@ class CountedGopherRepetitionFilter(GopherRepetitionFilter):
             return False, "dup_line_char_frac"
 
         words = split_into_words(text, self.language)
-        spaced = any(" " in w for w in words)
+        joined = "".join(words)
+        spaced = " " in joined  # some word holds a space
         for n, n_frac in self.top_n_grams:
             if len(words) < n:
                 continue
@@ -120,7 +121,6 @@ class CountedGopherRepetitionFilter(GopherRepetitionFilter):
             if top_chars / len(text) > n_frac:
                 return False, f"top_{n}_gram"
 
-        joined = "".join(words)
         offsets = list(itertools.accumulate(map(len, words), initial=0))
         for n, n_frac in self.dup_n_grams:
             grams = [joined[a:b] for a, b in zip(offsets, offsets[n:], strict=False)]

@@ -9,6 +9,7 @@ import pytest
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+from datatrove.utils.word_tokenizers import WordTokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,10 +99,53 @@ PIECES = st.one_of(PHRASES, UNIQUE, UNIQUE, UNIQUE, st.sampled_from(["the", "a b
 @settings(max_examples=300, deadline=None)
 @given(st.lists(PIECES, min_size=1, max_size=300).map(" ".join))
 def test_counted_gopher_repetition_decides_as_datatrove_on_generated_text(text: str) -> None:
-    for tok in (RegexWordTokenizer(), JiebaWordTokenizer()):  # jieba keeps spaces as words: the fallback
+    for tok in (RegexWordTokenizer(), JiebaWordTokenizer()):  # the stage's two word tokenizers
         theirs = GopherRepetitionFilter(language=tok)
         ours = CountedGopherRepetitionFilter(language=tok)
         assert ours.filter(Document(text=text, id="b")) == theirs.filter(Document(text=text, id="a"))
+
+
+class _GivenWords(WordTokenizer):
+    """The words a test gives, whatever the text: spaces inside words and empty words, which neither of the
+    stage's tokenizers makes, reach the filters' spaced-word fallback."""
+
+    def __init__(self, words: list[str]) -> None:
+        super().__init__(language=None)
+        self.words = words
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return list(self.words)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["a b", "c", "a", "b c"] * 3,  # two word pairs, one joined 2-gram "a b c" for datatrove
+        ["ab", "c", "a", "bc"] * 5,  # "".join makes "abc" of both pairs: the duplicated n-grams
+        ["x", "yy", "x", "yy", "zzz", "w", "zzz", "w", "q"],  # equal counts of different lengths: first seen wins
+        ["", "a", "", "a", " ", "", "a"],
+    ],
+)
+def test_counted_gopher_repetition_on_words_no_stage_tokenizer_makes(words: list[str]) -> None:
+    text = " ".join(words)
+    for frac in (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+        kwargs = {
+            "dup_line_frac": None,
+            "dup_para_frac": None,
+            "dup_line_char_frac": None,
+            "dup_para_char_frac": None,
+            "top_n_grams": ((2, frac), (3, frac)),
+            "dup_n_grams": ((2, frac), (3, frac)),
+        }
+        theirs = GopherRepetitionFilter(language=_GivenWords(words), **kwargs)
+        ours = CountedGopherRepetitionFilter(language=_GivenWords(words), **kwargs)
+        assert ours.filter(Document(text=text, id="b")) == theirs.filter(Document(text=text, id="a")), frac
 
 
 def test_counted_gopher_repetition_sees_every_rule() -> None:
