@@ -206,20 +206,24 @@ def update_report(workdir: str | os.PathLike[str], stage: str, figures: dict[str
     lines = ["# crawl2score report", ""]
     for name in [s for s in STAGES if s in report] + sorted(set(report) - set(STAGES)):
         lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
-        for key, value in _flatten(report[name]).items():
-            lines.append(f"| {key} | {value} |")
+        for key, value in flatten_figures(report[name]).items():
+            lines.append(f"| {key} | {format_value(value)} |")
         lines.append("")
     atomic_write_text(workdir / "report.md", "\n".join(lines))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_figures(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested figures as dotted keys (`heldout.en.bytes_per_token`): one row each in report.md and in the
+    UI's table artifacts."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, float):
-            out[key] = f"{v:.4g}"
+            out.update(flatten_figures(v, f"{prefix}{k}."))
         else:
-            out[key] = v
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def format_value(v: Any) -> Any:
+    """A figure as a table cell: floats to 4 significant digits, other non-scalars as text."""
+    return f"{v:.4g}" if isinstance(v, float) else v if isinstance(v, (int, str, bool)) or v is None else str(v)

@@ -14,8 +14,8 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config
-from crawl2score.tasks._prefect import flatten_figures, format_value, logger, markdown_artifact, table_artifact
-from crawl2score.workdir import STAGES, read_marker, stage_dir
+from crawl2score.tasks._prefect import logger, markdown_artifact, table_artifact
+from crawl2score.workdir import STAGES, flatten_figures, format_value, read_marker, stage_dir
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
 STAGE_FLOWS: dict[str, tuple[str, str]] = {

@@ -25,6 +25,8 @@ from prefect.artifacts import (
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 
+from crawl2score.workdir import flatten_figures, format_value
+
 
 def logger() -> logging.Logger | logging.LoggerAdapter:
     try:
@@ -95,20 +97,6 @@ def markdown_artifact(name: str, markdown: str, description: str = "") -> None:
         create_markdown_artifact(key=_artifact_key(name), markdown=markdown, description=description or name)
     except Exception as exc:
         logger().debug("markdown artifact failed: %s", exc)
-
-
-def flatten_figures(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_figures(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def format_value(v: Any) -> Any:
-    return f"{v:.4g}" if isinstance(v, float) else v if isinstance(v, (int, str, bool)) or v is None else str(v)
 
 
 def run_streaming(

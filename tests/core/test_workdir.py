@@ -50,11 +50,12 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path) -> None:
 
 def test_report_merges_stages(tmp_path) -> None:
     update_report(tmp_path, "data", {"docs_out": 10, "per_language": {"en": 6}})
-    update_report(tmp_path, "tokenizer", {"vocab_size": 4096})
+    update_report(tmp_path, "tokenizer", {"vocab_size": 4096, "heldout": {"en": 6.810734, "langs": ["en"]}})
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["data"]["docs_out"] == 10 and report["tokenizer"]["vocab_size"] == 4096
     md = (tmp_path / "report.md").read_text()
     assert "| per_language.en | 6 |" in md and "## tokenizer" in md
+    assert "| heldout.en | 6.811 |" in md and "| heldout.langs | ['en'] |" in md  # as the UI's artifacts show them
 
 
 def test_atomic_write_json(tmp_path) -> None:
