@@ -23,7 +23,6 @@ from datatrove.utils.stats import PipelineStats
 
 from crawl2score.config.data import DataConfig, ExecutorConfig
 from crawl2score.data.recipe import StagePaths
-from crawl2score.data.steps import cache_loguru_lib_dirs
 
 ProgressFn = Callable[[float, str], None]
 FILTER_STAGE_SHARE = 0.75  # share of the progress bar given to stage 1 (extraction dominates the time)
@@ -115,7 +114,6 @@ def _activate_script(venv_path: str | None) -> str | None:
 
 
 def run_stages(cfg: DataConfig, stages, paths: StagePaths, report: ProgressFn) -> None:
-    cache_loguru_lib_dirs()  # also done when steps.py is imported, as in every worker process
     if cfg.executor.kind != "ray":
         _run_stages(cfg, stages, paths, report)
         return

@@ -265,7 +265,16 @@ class BundledFT176LID(FT176LID):
         return result
 
 
-class BundledLanguageFilter(LanguageFilter):
+class _Grouped:
+    """Pages in groups of FILTER_BATCH (the filter sets `batch_size`), each decided alone."""
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        """One page at a time, as datatrove's default; defined so that datatrove does not warn that a
+        batch size above 1 gains nothing without it (here the grouping itself is the gain: FILTER_BATCH)."""
+        return [self.filter(doc) for doc in batch]
+
+
+class BundledLanguageFilter(_Grouped, LanguageFilter):
     """`LanguageFilter` (fastText lid.176) that works offline; sets `metadata["language"]`."""
 
     name = "🌍 Language ID (bundled lid.176)"
@@ -279,12 +288,7 @@ class BundledLanguageFilter(LanguageFilter):
     ) -> None:
         super().__init__(languages=languages, language_threshold=language_threshold, exclusion_writer=exclusion_writer)
         self.model = BundledFT176LID(languages, max_chars)
-        self.batch_size = FILTER_BATCH
-
-    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        """One page at a time, as datatrove's default; defined so that datatrove does not warn that a
-        batch size above 1 gains nothing without it (here the grouping itself is the gain: FILTER_BATCH)."""
-        return [self.filter(doc) for doc in batch]
+        self.batch_size = FILTER_BATCH  # BaseFilter.__init__ set 1
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         kept = super().filter(doc)
@@ -295,7 +299,7 @@ class BundledLanguageFilter(LanguageFilter):
         return kept
 
 
-class LanguageRoutedFilter(BaseFilter):
+class LanguageRoutedFilter(_Grouped, BaseFilter):
     """Apply the filter built for each document's language; documents of other languages pass untouched.
 
     Drop reasons of the inner filters are kept (`dropped_<reason>`), prefixed with the language.
@@ -305,11 +309,6 @@ class LanguageRoutedFilter(BaseFilter):
         self.name = name  # before super().__init__, which names the stats after it
         super().__init__(exclusion_writer, batch_size=FILTER_BATCH)
         self.filters = filters
-
-    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        """One page at a time, as datatrove's default; defined so that datatrove does not warn that a
-        batch size above 1 gains nothing without it (here the grouping itself is the gain: FILTER_BATCH)."""
-        return [self.filter(doc) for doc in batch]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         lang = doc.metadata.get("language")
