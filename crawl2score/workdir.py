@@ -112,15 +112,23 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, str | None], ...]] = {
 def missing_input(config: Any, stage: str) -> str | None:
     """One line naming the earlier stage `stage` needs and what to run, or None when its inputs are there.
 
+    An upstream stage has completed when its marker is there and carries its key: the one definition the
+    CLI and the flows share, so both stop at the same point with the same line.
+
     The one check of a stage's inputs: the CLI calls it before Prefect starts (so the error is one line),
     the flows through `flows._stage.upstream_key`. `config` is a `crawl2score.config.Config`.
     """
     for upstream, alternative in STAGE_INPUTS.get(stage, ()):
         if alternative and _dotted(config, alternative):
             continue
-        if not read_marker(config.workdir, upstream):
+        marker = read_marker(config.workdir, upstream)
+        if not marker:
             other = f", or set {alternative}" if alternative else ""
             return f"{config.workdir}: the {upstream} stage has not completed (run `crawl2score {upstream}`{other})"
+        if not isinstance(marker.get("key"), str):
+            # Only `write_marker` writes markers, always with a key: this one was edited by hand or comes
+            # from another layout, so nothing says which inputs and settings the output was made from.
+            return f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
     return None
 
 

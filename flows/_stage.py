@@ -33,12 +33,7 @@ def upstream_key(config: Config, stage: str, upstream: str) -> str:
     problem = missing_input(config, stage)
     if problem:
         raise StageInputMissing(problem)
-    marker = read_marker(config.workdir, upstream) or {}
-    if "key" not in marker:
-        raise StageInputMissing(
-            f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
-        )
-    return str(marker["key"])
+    return str((read_marker(config.workdir, upstream) or {})["key"])  # missing_input checked it is there
 
 
 def current_key(stage: str, config: Config, input_keys: list[str]) -> str:
@@ -67,7 +62,7 @@ def run_stage(
     previous = read_marker(workdir, stage)
     if previous and not force:
         logger().info(
-            "%s: output on disk has key %s, this run needs %s; redoing the stage", stage, previous["key"], key
+            "%s: output on disk has key %s, this run needs %s; redoing the stage", stage, previous.get("key"), key
         )
     clear_marker(workdir, stage)
     figures = body(key)

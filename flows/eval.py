@@ -26,7 +26,7 @@ def _input_keys(config: Config, checkpoints: list[str]) -> list[str]:
     keys = []
     for stage in ("tokenizer", "train"):
         marker = read_marker(config.workdir, stage)
-        keys.append(marker["key"] if marker else f"no-{stage}-marker")
+        keys.append(str((marker or {}).get("key") or f"no-{stage}-marker"))
     for ckpt in checkpoints:
         step = resolve_checkpoint(ckpt)
         keys.append(f"{step.name}:{file_hash(step / 'model.safetensors')}")

@@ -85,6 +85,10 @@ def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
     assert missing_input(cfg, "train") is None
     (stage_dir(tmp_path, "tokens") / MARKER).write_text("{}")  # emptied by hand or cut short: not a completed stage
     assert "the tokens stage" in missing_input(cfg, "train")
+    (stage_dir(tmp_path, "tokens") / MARKER).write_text('{"finished": 1}')  # no key: made by hand, not a run
+    assert missing_input(cfg, "train") == (
+        f"{tmp_path}: the tokens stage's marker has no key (run `crawl2score tokens --force`)"
+    )
     given = Config.model_validate(
         {"workdir": str(tmp_path / "other"), "tokenizer": {"input": "corpus/"}, "eval": {"checkpoints": ["ckpt"]}}
     )

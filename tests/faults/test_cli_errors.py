@@ -65,3 +65,25 @@ def test_eval_without_checkpoint_as_a_process(tmp_path):
     )
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "no checkpoint to evaluate" in res.stderr
+
+
+def test_keyless_marker_stops_cli_and_flow_alike(tmp_path, monkeypatch, capsys):
+    """A stage marker without its key (edited by hand, another layout) is not a completed stage: the CLI
+    stops before Prefect starts and the flow's own check stops with the same line (one definition)."""
+    from crawl2score.config import Config
+    from crawl2score.flows._stage import StageInputMissing, upstream_key
+    from crawl2score.workdir import MARKER, stage_dir, write_marker
+
+    monkeypatch.chdir(tmp_path)
+    write_marker("w", "data", "d", {})
+    write_marker("w", "tokenizer", "k", {})
+    (stage_dir("w", "tokens") / MARKER).parent.mkdir(parents=True, exist_ok=True)
+    (stage_dir("w", "tokens") / MARKER).write_text('{"finished": 1}')
+    line = "w: the tokens stage's marker has no key (run `crawl2score tokens --force`)"
+    assert main(["train", "--workdir", "w"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err, err
+    assert not (tmp_path / "w" / "checkpoints").exists()
+    with pytest.raises(StageInputMissing, match="marker has no key"):
+        upstream_key(Config.model_validate({"workdir": "w"}), "train", "tokens")
+    assert upstream_key(Config.model_validate({"workdir": "w"}), "tokens", "tokenizer") == "k"
