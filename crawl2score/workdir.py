@@ -151,12 +151,24 @@ def clear_marker(workdir: str | os.PathLike[str], stage: str) -> None:
     (stage_dir(workdir, stage) / MARKER).unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync, rename: readers see old or new, never half."""
+    """Write to a temporary name in the same directory, fsync, rename: readers see old or new, never half.
+
+    The file gets the mode a plain `open` would (0666 less the umask), not mkstemp's owner-only 0600: a
+    worker or server running as another user reads the outputs.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -177,11 +189,15 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a directory under a temporary name and rename it into place when the block succeeds."""
+    """Build a directory under a temporary name and rename it into place when the block succeeds.
+
+    The directory gets the mode a plain `mkdir` would (0777 less the umask), not mkdtemp's 0700.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

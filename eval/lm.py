@@ -45,6 +45,9 @@ TURN_STARTS = ("<｜User｜>", "<|im_start|>", "<|start_header_id|>")
 class PromptTooLong(ValueError):
     """A prompt that leaves no room for one new token in the model's context."""
 
+    CONFIG_HINT = "set eval.truncate_prompts=true"
+    MODEL_ARGS_HINT = "add truncate_prompts=true to --model_args"  # lm-eval's own CLI (`crawl2score eval --`)
+
 
 @dataclass
 class Budget:
@@ -66,7 +69,7 @@ def plan_budget(prompt: list[int], requested: int, context: int, *, truncate: bo
     if not truncate:
         raise PromptTooLong(
             f"{name or 'a request'}: prompt of {len(prompt)} tokens leaves no room in the model's "
-            f"{context}-token context (set eval.truncate_prompts=true to cut it from the left, counted)"
+            f"{context}-token context ({PromptTooLong.CONFIG_HINT} to cut it from the left, counted)"
         )
     max_new = max(1, min(requested, context // 2))
     return Budget(list(prompt[-(context - max_new) :]), max_new, requested, True)

@@ -46,6 +46,19 @@ def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: set it straight back
+    os.umask(mask)
+    return mask
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """safetensors' `save_file` with the mode `open` would give (0666 less the umask): safetensors writes
+    owner-only files, which a worker, server or trainer running as another user cannot read."""
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write model.safetensors and config.json into `path` atomically; returns the path."""
     path = Path(path)
@@ -53,7 +66,8 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     args: ModelArgs = _unwrap(model).args
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file(model_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        tmp.chmod(0o777 & ~_umask())  # mkdir's mode, not mkdtemp's 0700
+        save_tensors(model_state_dict(model), tmp / WEIGHTS, metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(args.to_dict(), indent=2) + "\n")
         if not path.exists():
             os.rename(tmp, path)

@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from crawl2score.model.checkpoint import load_checkpoint, model_state_dict, save_model
+from crawl2score.model.checkpoint import load_checkpoint, model_state_dict, save_model, save_tensors
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.model import Transformer
 
@@ -226,7 +226,7 @@ def export_hf(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model_state_dict(model), args)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, out / "model.safetensors", metadata={"format": "pt"})
     if tokenizer_dir is not None:
         tok = Path(tokenizer_dir)
         for name in TOKENIZER_FILES:

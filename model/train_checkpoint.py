@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict
+from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict, save_tensors
 
 STATE = "train_state.json"
 OPTIM = "optimizer.safetensors"
@@ -211,7 +211,7 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> No
 
 def _save_rng(path: Path) -> None:
     tensors, meta = _rng_state()
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    save_tensors({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
 
 
 def _load_rng(path: Path) -> None:
@@ -278,13 +278,13 @@ def _save(
         state.update({f"optim.{k}": v for k, v in moments.items()})
         dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED), save_distributed=True))
     if rank == 0:
-        save_file(full_model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_tensors(full_model, tmp / WEIGHTS, metadata={"format": "pt"})
         _fault(step, "weights")
         args = getattr(model, "args", None)
         (tmp / CONFIG).write_text(json.dumps(args.to_dict() if args else {}, indent=2) + "\n")
         _fault(step, "config")
         if not sharded:
-            save_file({k: v.detach().cpu().contiguous() for k, v in moments.items()}, str(tmp / OPTIM))
+            save_tensors({k: v.detach().cpu().contiguous() for k, v in moments.items()}, tmp / OPTIM)
         _fault(step, "optimizer")
     _save_rng(tmp / f"rng-rank{rank}.safetensors")
     _fault(step, "rng")

@@ -55,7 +55,12 @@ def data_task(cfg: DataConfig, workdir: str, inputs: list[str], key: str) -> dic
     from crawl2score.data.pipeline import run_data_stage
 
     progress = Progress("data: WARC → deduplicated corpus", total=1.0)
-    bar = tqdm(total=1000, desc="data", unit="‰", disable=os.environ.get("CRAWL2SCORE_NO_BAR") == "1")
+    bar = tqdm(  # a share of the stage, not a count: percent and times, no "it/s"
+        total=1000,
+        desc="data",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
+        disable=os.environ.get("CRAWL2SCORE_NO_BAR") == "1",
+    )
     log = logger()
     last_message = [""]
 

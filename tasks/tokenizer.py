@@ -15,18 +15,13 @@ from crawl2score.tasks._prefect import Progress, logger, table_artifact
 from crawl2score.workdir import stage_dir
 
 
-def default_input(workdir: str) -> str:
-    return str(stage_dir(workdir, "data") / "output")
-
-
 @task(name="tokenizer-inputs")
 def corpus_files_task(cfg: TokenizerConfig, workdir: str) -> list[str]:
     """Corpus files: `tokenizer.input` (dir or glob) or the data stage's output. Local files: no retries."""
-    from crawl2score.tokenizer.corpus import find_input_files
+    from crawl2score.tokenizer.corpus import corpus_files
 
-    spec = cfg.input or default_input(workdir)
-    files = [str(p) for p in find_input_files(spec)]
-    logger().info("tokenizer: %d input file(s) from %s", len(files), spec)
+    files = [str(p) for p in corpus_files(cfg.input, workdir)]
+    logger().info("tokenizer: %d input file(s) from %s", len(files), cfg.input or stage_dir(workdir, "data"))
     return files
 
 

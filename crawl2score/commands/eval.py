@@ -86,8 +86,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         extra = extra[1:]
     if extra:
         from crawl2score.eval.cli import run_lm_eval_cli
+        from crawl2score.eval.lm import PromptTooLong
 
-        return run_lm_eval_cli(extra)
+        try:
+            return run_lm_eval_cli(extra)
+        except PromptTooLong as exc:  # the model's context is too short for the task: one line, as below
+            raise CLIError(str(exc).replace(PromptTooLong.CONFIG_HINT, PromptTooLong.MODEL_ARGS_HINT)) from None
     args.overrides = [*args.overrides, *_eval_overrides(args)]
     cfg = config_from_args(args)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from crawl2score.commands import CLIError, add_common_args, config_from_args, prepare_prefect
@@ -37,14 +36,14 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _check_inputs(cfg: Config, stage: str) -> None:
     """Fail with one line before Prefect starts: no corpus files, or an earlier stage not completed."""
-    from crawl2score.tokenizer.corpus import CorpusError, find_input_files
-    from crawl2score.workdir import missing_input
+    from crawl2score.tokenizer.corpus import CorpusError, corpus_files
+    from crawl2score.workdir import missing_input, read_marker
 
-    spec = cfg.tokenizer.input or str(Path(cfg.workdir) / "data" / "output")
     try:
-        find_input_files(spec)
+        corpus_files(cfg.tokenizer.input, cfg.workdir)
     except CorpusError as exc:
-        hint = "" if cfg.tokenizer.input else " (run `crawl2score data` first, or pass --input)"
+        ran = cfg.tokenizer.input or read_marker(cfg.workdir, "data")
+        hint = "" if ran else " (run `crawl2score data` first, or pass --input)"
         raise CLIError(f"{exc}{hint}") from None
     problem = missing_input(cfg, stage)
     if problem:

@@ -132,10 +132,40 @@ def _local_paths(item: str) -> list[str]:
     raise InputError(f"input not found: {item}")
 
 
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+ARCHIVE_STARTS = (b"WARC/", b"filedesc://")  # a WARC record; an ARC file's header record
+
+
+def check_local_archive(path: str) -> None:
+    """One line for a local file that cannot be a (W)ARC file: empty, unreadable gzip, or something else.
+
+    Only the first bytes are read (for gzip, the first bytes of its content), so a crawl's worth of local
+    files is checked in moments; a file that is cut later is counted by the reader as `corrupt_files`.
+    zstd files are taken on trust: reading them needs the dictionary some of them use.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if not head:
+            raise InputError(f"{path}: empty file, not a WARC file")
+        if head.startswith(ZSTD_MAGIC):
+            return
+        f.seek(0)
+        if head.startswith(GZIP_MAGIC):
+            try:
+                head = gzip.GzipFile(fileobj=f).read(16)
+            except (OSError, EOFError) as exc:  # BadGzipFile is an OSError
+                raise InputError(f"{path}: not a readable gzip file ({exc or exc.__class__.__name__})") from None
+        else:
+            head = f.read(16)
+    if not head.startswith(ARCHIVE_STARTS):
+        raise InputError(f"{path}: not a WARC file (it starts with {head[:16]!r}, not a WARC record)")
+
+
 def resolve_inputs(cfg: DataConfig) -> list[str]:
     """Every input expanded to file paths/URLs, in order, deduplicated, cut to `max_files`.
 
-    Raises InputError (one line) for a missing path, an unknown crawl id or an input matching nothing.
+    Raises InputError (one line) for a missing path, an unknown crawl id, an input matching nothing, or a
+    local file that is empty or not a WARC file (`check_local_archive`).
     """
     paths: list[str] = []
     for item in cfg.input:
@@ -145,6 +175,8 @@ def resolve_inputs(cfg: DataConfig) -> list[str]:
             found = _remote_paths(item)
         else:
             found = _local_paths(item)
+            for path in found:
+                check_local_archive(path)
         if not found:
             raise InputError(f"input matches no files: {item}")
         paths.extend(found)

@@ -18,7 +18,7 @@ from typing import Any
 
 from crawl2score.config.data import DataConfig
 from crawl2score.data.executors import ProgressFn, _check_complete, _check_ray_fits, make_executor, run_stages
-from crawl2score.data.inputs import ensure_input, input_fingerprint
+from crawl2score.data.inputs import InputError, ensure_input, input_fingerprint
 from crawl2score.data.publish import collect_stats, publish, read_step_stats, summary_figures
 from crawl2score.data.recipe import (
     DECONTAMINATE,
@@ -71,4 +71,19 @@ def run_data_stage(
     run_stages(cfg, stages, paths, report)
     stats = collect_stats(paths, cfg, inputs, time.perf_counter() - start)
     publish(paths, stats)
+    if not stats["input"]["records"]:
+        raise NoRecordsError(_nothing_read(stats, paths))
     return summary_figures(stats)
+
+
+class NoRecordsError(InputError):
+    """Not one response record in any input: the input is wrong (not WARC, empty, cut), not the filters.
+    stats.json is written, the stage's marker is not: the next stage does not start on an empty corpus.
+    (Records read and all filtered out is a result, reported as such; the tokenizer then says so.)"""
+
+
+def _nothing_read(stats: dict[str, Any], paths: StagePaths) -> str:
+    corrupt = stats["input"]["corrupt_files"]
+    files = stats["inputs"]["files"]
+    why = f"{corrupt} of them corrupt, empty or cut short" if corrupt else "they hold no response record"
+    return f"data: no page read from {files} input file(s): {why} (see {paths.root / 'stats.json'})"

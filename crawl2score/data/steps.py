@@ -139,6 +139,7 @@ class WarcStreamReader(WarcReader):
 
             # Opening makes the first request; a transient failure there is retried (nothing read yet).
             with with_retries(lambda: fsspec.open(path, "rb").open()) as raw:
+                ri = -1
                 for ri, record in enumerate(ArchiveIterator(raw)):
                     progress["bytes"] = start_bytes + raw.tell()
                     if record.rec_type in ("response", "conversion"):
@@ -149,6 +150,9 @@ class WarcStreamReader(WarcReader):
                                 yield doc
                     _drain(record)
                 progress["bytes"] = start_bytes + raw.tell()
+                if ri < 0:
+                    # warcio ends quietly on an empty file or a gzip member cut inside the first header
+                    raise NoRecords(f"no WARC record in {raw.tell()} bytes")
         except (
             ArchiveLoadFailed,
             StatusAndHeadersParserException,
@@ -158,13 +162,16 @@ class WarcStreamReader(WarcReader):
             AttributeError,  # warcio 1.8 on a record without WARC-Target-URI
             KeyError,
             TruncatedRecord,
+            NoRecords,
         ) as exc:
             # A truncated download or a corrupt member ends this file; what was read before stays.
-            self.stat_update("corrupt_files")
-            from loguru import logger
+            if self._stride[0] == 0:  # with a file shared by all tasks (stride mode), counted once
+                self.stat_update("corrupt_files")
+                from loguru import logger
 
-            logger.warning(f"corrupt or truncated WARC {path}: {exc.__class__.__name__}: {exc}"[:300])
-        self.stat_update("input_bytes", value=max(progress["bytes"] - start_bytes, 0))
+                logger.warning(f"corrupt or truncated WARC {path}: {exc.__class__.__name__}: {exc}"[:300])
+        if self._stride[0] == 0:
+            self.stat_update("input_bytes", value=max(progress["bytes"] - start_bytes, 0))
 
     def _record_to_document(self, record, path: str, index: int) -> Document | None:
         from datatrove.pipeline.readers.warc import process_record
@@ -208,6 +215,10 @@ class WarcStreamReader(WarcReader):
 
 class TruncatedRecord(EOFError):
     """The file ended inside a record (a cut download): warcio only warns, we count the file as corrupt."""
+
+
+class NoRecords(EOFError):
+    """Not one record could be read from the file: empty, cut inside its first record's header, or no WARC."""
 
 
 def _drain(record) -> None:

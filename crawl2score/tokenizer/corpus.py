@@ -69,6 +69,22 @@ def find_input_files(spec: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
+def corpus_files(spec: str | None, workdir: str | os.PathLike[str]) -> list[Path]:
+    """The corpus: `spec` (tokenizer.input) or else the data stage's output. A data stage that completed
+    and kept no document says so, rather than "no files found" in a folder the user never named."""
+    if spec:
+        return find_input_files(spec)
+    from crawl2score.workdir import read_marker, stage_dir
+
+    data = stage_dir(workdir, "data")
+    if ((read_marker(workdir, "data") or {}).get("figures") or {}).get("output_documents") == 0:
+        raise CorpusError(
+            f"{workdir}: the data stage kept no document, so there is nothing to train on "
+            f"(see {data / 'stats.json'}; give it more or other input)"
+        )
+    return find_input_files(data / "output")
+
+
 def files_fingerprint(files: Iterable[Path]) -> str:
     """Names, sizes and mtimes: a cheap key that changes when a user edits their own corpus."""
     h = hashlib.sha256()

@@ -230,19 +230,11 @@ def write_shards(
             "shards": writer.shards,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-        make_readable(tmp)
     if on_progress is not None:
         on_progress(1.0)
     manifest["seconds"] = round(seconds, 2)
     manifest["mb_per_s"] = round(n_bytes / 1e6 / seconds, 3) if seconds > 0 else None
     return manifest
-
-
-def make_readable(directory: Path) -> None:
-    """Temporary dirs and files are created owner-only; a trainer running as another user must read them."""
-    directory.chmod(0o755)
-    for p in directory.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def _bar(desc: str) -> Any:

@@ -31,7 +31,7 @@ from crawl2score.tokenizer.chat import write_chat_template, write_heldout
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.tokenizer.ranks import train_rustbpe
-from crawl2score.tokenizer.shards import make_readable, prefetch
+from crawl2score.tokenizer.shards import prefetch
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
 log = logging.getLogger("crawl2score.tokenizer")
@@ -215,7 +215,6 @@ def train_tokenizer(
         }
         atomic_write_json(tmp / INFO_FILE, info)
         atomic_write_json(tmp / "report.json", figures)
-        make_readable(tmp)
     if on_progress is not None:
         on_progress(1.0)
     return figures

@@ -94,3 +94,23 @@ def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
     )
     assert missing_input(given, "tokenizer") is None and missing_input(given, "eval") is None
     assert "the tokenizer stage" in missing_input(given, "tokens")
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_atomic_outputs_get_the_umask_modes(tmp_path, umask, file_mode, dir_mode) -> None:
+    """mkstemp/mkdtemp create owner-only names; what we rename into place has open/mkdir's modes, so a
+    worker or server running as another user can read it (and a user's stricter umask still holds)."""
+    from crawl2score.model import Transformer, get_preset, save_model
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "m.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+        step = save_model(Transformer(get_preset("tiny")), tmp_path / "ckpt" / "step-1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
+    assert step.stat().st_mode & 0o777 == dir_mode
+    assert (step / "model.safetensors").stat().st_mode & 0o777 == file_mode

@@ -233,3 +233,31 @@ def test_io_helpers_are_real():
     blob = _members([_record("http://t.test/ok", PAGE, _http("text/html"))])
     recs = list(ArchiveIterator(io.BytesIO(blob)))
     assert len(recs) == 1 and recs[0].rec_headers.get_header("WARC-Target-URI") == "http://t.test/ok"
+
+
+@pytest.mark.parametrize("cut", [0, 10, 30, 60])  # gzip header: 10 bytes
+def test_file_cut_before_its_first_record_is_counted(tmp_path, cut):
+    """warcio ends quietly on an empty stream or a gzip member cut inside the first header: still counted."""
+    whole = gzip.compress(_record("http://t.test/a", PAGE, _http("text/html")))
+    path = tmp_path / "cut.warc.gz"
+    path.write_bytes(whole[:cut])
+    docs, stats = _read([path])
+    assert docs == [] and stats["corrupt_files"] == 1, stats
+
+
+def test_shared_file_is_counted_once_across_tasks(tmp_path):
+    """Fewer files than tasks: each task streams the file and keeps its share of records; the file's bytes
+    and its corruption count once in the merged stats, not once per task."""
+    data = _members([_record(f"http://t.test/{i}", PAGE, _http("text/html")) for i in range(6)])
+    path = tmp_path / "one.warc.gz"
+    path.write_bytes(data[: len(data) - 40])  # the last record cut short
+    totals: dict[str, int] = {}
+    n_docs = 0
+    for rank in range(2):
+        reader = WarcStreamReader([str(path)])
+        n_docs += len(list(reader.run(rank=rank, world_size=2)))
+        for k, v in _stats(reader).items():
+            totals[k] = totals.get(k, 0) + v
+    assert totals["corrupt_files"] == 1, totals
+    assert totals["input_bytes"] <= len(data), totals
+    assert totals["records"] == 6 and n_docs >= 5, totals  # each record once, in one task or the other

@@ -64,3 +64,28 @@ def test_lm_eval_cli_passthrough(tiny_workdir, capsys):
     )
     assert args.func(args) == 0
     assert "c2s_aime24_base" in capsys.readouterr().out
+
+
+def test_lm_eval_passthrough_prompt_too_long_is_one_line(tiny_workdir, capsys):
+    """lm-eval's CLI does not read the config: a 4-shot prompt over the tiny model's 256 tokens is one line
+    naming the model argument to set, exit 2 (was a traceback, exit 1)."""
+    from crawl2score.cli import main
+
+    code = main(
+        [
+            "eval",
+            "--",
+            "--model",
+            "crawl2score",
+            "--model_args",
+            f"checkpoint={tiny_workdir / 'checkpoints'},max_new_tokens=2",
+            "--tasks",
+            "c2s_aime24_base",
+            "--limit",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("crawl2score: error: ") and "add truncate_prompts=true to --model_args" in last, err

@@ -3,9 +3,11 @@ inputs of each stage, bad config files and overrides."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +89,57 @@ def test_keyless_marker_stops_cli_and_flow_alike(tmp_path, monkeypatch, capsys):
     with pytest.raises(StageInputMissing, match="marker has no key"):
         upstream_key(Config.model_validate({"workdir": "w"}), "train", "tokens")
     assert upstream_key(Config.model_validate({"workdir": "w"}), "tokens", "tokenizer") == "k"
+
+
+def _warc_record(url: str, html: bytes) -> bytes:
+    block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + html
+    head = (
+        "WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:12345678-0000-4000-8000-000000000000>\r\n"
+        f"WARC-Date: 2024-03-01T00:00:00Z\r\nWARC-Target-URI: {url}\r\n"
+        f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(block)}\r\n\r\n"
+    )
+    return head.encode() + block + b"\r\n\r\n"
+
+
+BAD_INPUTS = {
+    "empty": (b"", "empty file"),
+    "text": (b"# README\nnot a crawl\n", "not a WARC file"),
+    "jsonl-gz": (gzip.compress(b'{"text": "a corpus, not a crawl"}\n'), "not a WARC file"),
+    "cut-gzip": (gzip.compress(_warc_record("http://t.test/", b"<p>hi</p>"))[:20], "not a readable gzip file"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_local_input_that_is_no_warc_is_one_line_exit_2(kind, tmp_path, monkeypatch, capsys):
+    """Checked before anything runs: one line naming the file and what is wrong; no stage output."""
+    monkeypatch.chdir(tmp_path)
+    data, needle = BAD_INPUTS[kind]
+    Path("in.warc.gz").write_bytes(data)
+    assert main(["data", "--workdir", "w", "--input", "in.warc.gz"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in.warc.gz" in err and needle in err, err
+    assert not Path("w").exists()
+
+
+def test_data_stage_that_reads_no_page_fails_and_one_that_keeps_none_says_so(tmp_path, monkeypatch, capsys):
+    """A file that passes the start check but holds no readable record (it ends in its first header): the stage
+    fails with one line and writes no marker. Pages read and all filtered out: the stage completes (a
+    result), and the tokenizer then says the data stage kept nothing instead of "no files found"."""
+    from crawl2score.workdir import read_marker
+
+    monkeypatch.chdir(tmp_path)
+    whole = gzip.compress(_warc_record("http://t.test/", b"<html><body><p>" + b"tiny " * 3 + b"</p></body></html>"))
+    Path("cut.warc.gz").write_bytes(gzip.compress(_warc_record("http://t.test/", b"")[:40]))
+    assert main(["data", "--workdir", "w", "--input", "cut.warc.gz"]) == 2
+    err = capsys.readouterr().err  # the run's log (Prefect logs the failed task), then the error as last line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("crawl2score: error: data: no page read from 1 input file(s): 1 of them corrupt"), err
+    assert read_marker("w", "data") is None and Path("w/data/stats.json").is_file()
+
+    Path("short.warc.gz").write_bytes(whole)
+    assert main(["data", "--workdir", "w2", "--input", "short.warc.gz"]) == 0
+    assert read_marker("w2", "data")["figures"]["output_documents"] == 0
+    capsys.readouterr()
+    assert main(["tokenizer", "--workdir", "w2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the data stage kept no document" in err, err
