@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,3 +102,26 @@ def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foregro
         return proc.wait()
     finally:
         (Path(home) / SERVER_FILE).unlink(missing_ok=True)
+
+
+def stop_server(home: str, wait_s: float = 30.0) -> int:
+    """Stop the server `start_server(..., foreground=False)` recorded in `home`: its whole session (the
+    server's own workers too), then forget it. A server run in the foreground stops with Ctrl-C."""
+    path = Path(home) / SERVER_FILE
+    try:
+        info = json.loads(path.read_text())
+        pid, api_url = int(info["pid"]), str(info["api_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"crawl2score: error: no background server recorded in {path}", file=sys.stderr)
+        return 2
+    try:
+        if os.getsid(pid) == pid:  # started with start_new_session: the pid leads its own session
+            os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # already gone: just forget it
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and healthy(api_url, timeout_s=1.0):
+        time.sleep(0.5)
+    path.unlink(missing_ok=True)
+    print(f"stopped the Prefect server at {api_url}")
+    return 0

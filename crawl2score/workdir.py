@@ -109,6 +109,34 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, str | None], ...]] = {
 }
 
 
+class StageNameError(ValueError):
+    """A stage name a run cannot use: unknown, or forced while the run does not run that stage."""
+
+
+def select_stages(
+    stages: list[str] | None, force: list[str] | None, flags: tuple[str, str] = ("stages", "force")
+) -> tuple[list[str], list[str]]:
+    """The stages a run runs, in pipeline order, and those it redoes; "all" names every stage (of the run,
+    for `force`). The one check for the CLI's --stages/--force and the pipeline flow's parameters: a typo or
+    a forced stage outside the run is a one-line error, never a run that silently does nothing."""
+
+    def known(names: list[str], flag: str) -> list[str]:
+        bad = [s for s in names if s not in STAGES and s != "all"]
+        if bad:
+            raise StageNameError(f"{flag} {','.join(names)}: unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
+        return names
+
+    run = (
+        list(STAGES) if stages is None else [s for s in STAGES if s in known(list(stages), flags[0]) or "all" in stages]
+    )
+    redo = known(list(force or []), flags[1])
+    redo = list(run) if "all" in redo else [s for s in STAGES if s in redo]
+    outside = [s for s in redo if s not in run]
+    if outside:
+        raise StageNameError(f"{flags[1]} {outside[0]}: not a stage this run runs ({', '.join(run)})")
+    return run, redo
+
+
 def missing_input(config: Any, stage: str) -> str | None:
     """One line naming the earlier stage `stage` needs and what to run, or None when its inputs are there.
 

@@ -57,7 +57,12 @@ def run_stage(
     key = current_key(stage, config, input_keys)
     if not force and is_done(workdir, stage, key):
         marker = read_marker(workdir, stage) or {}
-        logger().info("%s: output for key %s is current; skipped (use --force %s to redo)", stage, key, stage)
+        logger().info(
+            "%s: output for key %s is current; skipped (to redo: --force %s, or a deployment run's force)",
+            stage,
+            key,
+            stage,
+        )
         return {"stage": stage, "key": key, "skipped": True, "figures": marker.get("figures", {})}
     previous = read_marker(workdir, stage)
     if previous and not force:

@@ -15,7 +15,7 @@ from prefect import flow
 
 from crawl2score.config import Config
 from crawl2score.tasks._prefect import logger, markdown_artifact, table_artifact
-from crawl2score.workdir import STAGES, flatten_figures, format_value, read_marker, stage_dir
+from crawl2score.workdir import flatten_figures, format_value, read_marker, select_stages, stage_dir
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
 STAGE_FLOWS: dict[str, tuple[str, str]] = {
@@ -51,8 +51,8 @@ def _train_on_pool(config: Config, force: bool) -> dict[str, Any]:
 # The figures a reader looks for first, per stage (keys of the stage's figures, flattened with dots;
 # a trailing "*" matches any benchmark).
 HEADLINES: dict[str, tuple[str, ...]] = {
-    "data": ("output_documents", "output_bytes", "docs_per_cpu_s"),
-    "tokenizer": ("vocab_size", "heldout.all.bytes_per_token", "train_mb_per_s"),
+    "data": ("output_documents", "output_bytes", "docs_per_s_per_core"),
+    "tokenizer": ("vocab_size", "*.bytes_per_token", "train_mb_per_s"),
     "tokens": ("num_tokens", "num_docs", "num_shards"),
     "train": ("steps", "tokens", "loss", "ce_loss", "tokens_per_s"),
     "eval": ("*.accuracy", "*.bits_per_byte", "checkpoint_step"),
@@ -95,8 +95,7 @@ def pipeline(
 ) -> dict[str, Any]:
     """Run the stages in order. `force` redoes the named stages; `stages` limits the run to a subset."""
     config = config or Config()
-    force = force or []
-    wanted = [s for s in STAGES if stages is None or s in stages]
+    wanted, force = select_stages(stages, force)  # a typo fails the run in one line, not an empty run
     results: dict[str, Any] = {}
     for stage in wanted:
         if stage == "train" and config.prefect.train_deployment:

@@ -93,7 +93,9 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
 
     Checkpoints written under another key (another config, token set or trainer code) are a finished or
     abandoned other run: they are moved, not deleted, to `checkpoints/superseded-<key>/` (returned, and
-    logged with its size, so a user can keep or delete them). `fresh` (`--force train`) deletes this run's.
+    logged with its size, so a user can keep or delete them). Going back to a key set aside earlier moves
+    its checkpoints back, so the trainer resumes (or finds finished) that run instead of redoing it.
+    `fresh` (`--force train`) deletes this run's, including a copy set aside.
     """
     ckpt = Path(workdir) / "checkpoints"
     if not ckpt.is_dir():
@@ -103,23 +105,31 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
     except (OSError, ValueError):
         previous = None
     run_files = [p for p in ckpt.iterdir() if p.name.startswith(RUN_FILES)]
+    ours = ckpt / f"superseded-{key}"
     if fresh:
-        for p in run_files:
+        for p in [*run_files, *([ours] if ours.is_dir() else [])]:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         return None
-    if previous is None or previous == key or not run_files:
+    if previous == key and run_files:
         return None
-    aside = ckpt / f"superseded-{previous}"
-    aside.mkdir(exist_ok=True)
-    for p in run_files:
-        os.replace(p, aside / p.name)
-    size = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file())
-    logger().warning(
-        "train: checkpoints of another run (key %s) moved to %s (%.1f MB; delete it to free the space)",
-        previous,
-        aside,
-        size / 1e6,
-    )
+    aside = None
+    if run_files and previous is not None:
+        aside = ckpt / f"superseded-{previous}"
+        aside.mkdir(exist_ok=True)
+        for p in run_files:
+            os.replace(p, aside / p.name)
+        size = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file())
+        logger().warning(
+            "train: checkpoints of another run (key %s) moved to %s (%.1f MB; delete it to free the space)",
+            previous,
+            aside,
+            size / 1e6,
+        )
+    if ours.is_dir() and not any(p.name.startswith(RUN_FILES) for p in ckpt.iterdir()):
+        for p in ours.iterdir():
+            os.replace(p, ckpt / p.name)
+        ours.rmdir()
+        logger().info("train: checkpoints of this run (key %s) moved back from %s; resuming them", key, ours)
     return aside
 
 

@@ -65,7 +65,12 @@ def server(tmp_path_factory):
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads((home / "server.json").read_text())
     yield {"home": home, "port": port, "api_url": info["api_url"], "env": env}
+    # Stopped as a user stops it; the group kill after it only cleans up if `--stop` failed.
+    stop = subprocess.run(
+        [*cmd[:4], "--stop", "--set", f"prefect.home={home}"], env=env, capture_output=True, text=True, cwd=REPO
+    )
     try:
         os.killpg(os.getpgid(info["pid"]), signal.SIGTERM)
     except ProcessLookupError:
         pass
+    assert stop.returncode == 0 and not (home / "server.json").exists(), stop.stderr[-2000:]

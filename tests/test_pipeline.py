@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from crawl2score.config import load_config
 from crawl2score.workdir import STAGES
 from tests.fast_run import FAST_RUN
@@ -13,7 +15,8 @@ from tests.fast_run import FAST_RUN
 
 def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) -> None:
     from crawl2score import workdir
-    from crawl2score.flows.pipeline import pipeline
+    from crawl2score.flows.pipeline import HEADLINES, pipeline
+    from crawl2score.workdir import StageNameError, flatten_figures
 
     # Stand-in for a line of the data stage's code: one more file counted in its code version, which the
     # test edits later as a developer edits a filter threshold.
@@ -32,6 +35,16 @@ def test_pipeline_end_to_end_then_skips(tmp_path, prefect_harness, monkeypatch) 
     # bits per byte beside the math score: held-out text from the tokenizer stage, the public text
     for text in ("heldout_en", "heldout_zh", "public"):
         assert report["eval"][f"bpb_{text}"]["bits_per_byte"] > 0, text
+    # every headline figure of the run summary names a figure the stage writes (two did not)
+    for stage, wanted in HEADLINES.items():
+        flat = flatten_figures(report[stage])
+        for want in wanted:
+            found = (
+                [k for k in flat if k.endswith(want[1:])] if want.startswith("*") else [k for k in flat if k == want]
+            )
+            assert found, (stage, want, sorted(flat))
+    with pytest.raises(StageNameError, match="unknown stage 'tokenz'"):
+        pipeline(config=cfg, stages=["tokenz"])
 
     second = pipeline(config=cfg)
     assert all(r["skipped"] for r in second["stages"].values())

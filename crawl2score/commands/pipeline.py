@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common_args(s)
     s.add_argument("--port", type=int, default=None, help="API/UI port (default: prefect.server_port)")
     s.add_argument("--background", action="store_true", help="return once the server answers")
+    s.add_argument("--stop", action="store_true", help="stop the server `--background` started (same prefect.home)")
     s.set_defaults(func=cmd_server)
 
     c = subparsers.add_parser("config", help="print the resolved config (YAML), or the table of every key")
@@ -49,23 +50,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.set_defaults(func=cmd_worker)
 
 
-def _parse_stages(raw: str | None, flag: str) -> list[str] | None:
-    if raw is None:
-        return None
-    names = [s.strip() for s in raw.split(",") if s.strip()]
-    bad = [s for s in names if s not in STAGES and s != "all"]
-    if bad:
-        raise CLIError(f"{flag} {raw!r}: unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
-    return list(STAGES) if "all" in names else names
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.input:
         args.overrides = [*args.overrides, f"data.input={json.dumps(args.input)}"]
     cfg = config_from_args(args)
-    force = _parse_stages(",".join(args.force), "--force") if args.force else []
-    stages = _parse_stages(args.stages, "--stages")
-    _check_first_stage_inputs(cfg, [s for s in STAGES if stages is None or s in stages])
+    from crawl2score.workdir import StageNameError, select_stages
+
+    def names(raw: str | None) -> list[str] | None:
+        return None if raw is None else [s.strip() for s in raw.split(",") if s.strip()]
+
+    try:
+        run, force = select_stages(names(args.stages), names(",".join(args.force or [])), ("--stages", "--force"))
+    except StageNameError as exc:
+        raise CLIError(str(exc)) from None
+    stages = None if args.stages is None else run
+    _check_first_stage_inputs(cfg, run)
     prepare_prefect(cfg)
     from crawl2score.data.inputs import InputError
     from crawl2score.eval.lm import PromptTooLong
@@ -106,10 +105,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from crawl2score.server import start_server
+    from crawl2score.server import start_server, stop_server
 
     cfg = config_from_args(args)
     home = cfg.prefect.home or str(Path.cwd() / ".prefect")
+    if args.stop:
+        return stop_server(home)
     port = args.port or cfg.prefect.server_port
     return start_server(home, cfg.prefect.server_host, port, foreground=not args.background)
 

@@ -114,3 +114,17 @@ def test_atomic_outputs_get_the_umask_modes(tmp_path, umask, file_mode, dir_mode
     assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
     assert step.stat().st_mode & 0o777 == dir_mode
     assert (step / "model.safetensors").stat().st_mode & 0o777 == file_mode
+
+
+def test_select_stages_rejects_typos_and_forced_stages_outside_the_run() -> None:
+    from crawl2score.workdir import STAGES, StageNameError, select_stages
+
+    assert select_stages(None, None) == (list(STAGES), [])
+    assert select_stages(["eval", "data"], ["all"]) == (["data", "eval"], ["data", "eval"])
+    assert select_stages(None, ["train", "data"]) == (list(STAGES), ["data", "train"])
+    with pytest.raises(StageNameError, match="stages tokenz: unknown stage 'tokenz'"):
+        select_stages(["tokenz"], None)
+    with pytest.raises(StageNameError, match="force trian: unknown stage 'trian'"):
+        select_stages(None, ["trian"])
+    with pytest.raises(StageNameError, match=r"--force train: not a stage this run runs \(eval\)"):
+        select_stages(["eval"], ["train"], ("--stages", "--force"))

@@ -112,5 +112,16 @@ def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
 
     (ckpt / "step-4").mkdir()
+    (ckpt / RUN_CONFIG).write_text(json.dumps({"stage_key": "new"}))
+    # back to the old config: the new run is set aside and the old one comes back, to be resumed
+    assert prepare_checkpoints(str(tmp_path), "old", fresh=False) == ckpt / "superseded-new"
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([RUN_CONFIG, "latest", "step-2", "superseded-new"])
+    assert json.loads((ckpt / RUN_CONFIG).read_text())["stage_key"] == "old"
+    assert prepare_checkpoints(str(tmp_path), "new", fresh=False) == ckpt / "superseded-old"
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([RUN_CONFIG, "step-4", "superseded-old"])
+
+    prepare_checkpoints(str(tmp_path), "new", fresh=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
+    (ckpt / "superseded-new").mkdir()  # a copy of this key set aside earlier goes too with --force
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
