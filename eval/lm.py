@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ class Crawl2ScoreLM(TemplateLM):
         self.finish_reasons: dict[tuple[str, str], list[str]] = defaultdict(list)
         # The settings each generate_until request ran with (tests check the protocol reaches here).
         self.generation_log: list[dict[str, Any]] = []
+        # (done, total) generation requests after each batch: the eval task's progress artifact
+        self.on_generated: Callable[[int, int], None] | None = None
         self.spec_stats = Counter()
 
     # ---- lm-eval plumbing -----------------------------------------------------------------------------
@@ -372,5 +375,7 @@ class Crawl2ScoreLM(TemplateLM):
                         }
                     )
                 bar.update(len(batch))
+                if self.on_generated is not None:
+                    self.on_generated(bar.n, len(requests))
         bar.close()
         return results  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,17 @@ def evaluate_checkpoint(
     tokenizer: str | Path | None = None,
     out_dir: str | Path | None = None,
     heldout_dir: str | Path | None = None,
+    on_generated: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run lm-eval on `checkpoint`; write `<out_dir>/<benchmark>.samples.jsonl`; return figures per benchmark.
+
+    `on_generated(done, total)`: called as generation requests finish (a progress bar's feed).
 
     `heldout_dir`: the tokenizer stage's held-out texts (default: `heldout/` in the checkpoint's tokenizer
     dir); an imported model with its own tokenizer is scored on the same bytes through it.
     """
     lm = make_lm(cfg, checkpoint, tokenizer)
+    lm.on_generated = on_generated
     return evaluate_lm(cfg, lm, out_dir=out_dir, heldout_dir=heldout_dir)
 
 

@@ -2,7 +2,7 @@
 
     data → tokenizer → tokens → train → eval
 
-Deployed as `crawl2score/pipeline` (see prefect.yaml); run locally with `crawl2score run`.
+Deployed as `pipeline/pipeline` (see prefect.yaml); run locally with `crawl2score run`.
 """
 
 from __future__ import annotations

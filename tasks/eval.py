@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 
 from crawl2score.config.eval import EvalConfig
-from crawl2score.tasks._prefect import logger, table_artifact
+from crawl2score.tasks._prefect import Progress, logger, table_artifact
 from crawl2score.workdir import atomic_write_json
 
 
@@ -27,8 +27,22 @@ def evaluate_checkpoint_task(
     from crawl2score.model.checkpoint import resolve_checkpoint
 
     step = resolve_checkpoint(checkpoint)
-    logger().info("evaluating %s on %s (%s protocol)", step, ", ".join(cfg.benchmarks), cfg.protocol)
-    results = evaluate_checkpoint(cfg, step, tokenizer=tokenizer, out_dir=out_dir, heldout_dir=heldout_dir)
+    log = logger()
+    log.info("evaluating %s on %s (%s protocol)", step, ", ".join(cfg.benchmarks), cfg.protocol)
+    progress = Progress(f"eval {step.name}: generations", total=1.0)
+    results = evaluate_checkpoint(
+        cfg,
+        step,
+        tokenizer=tokenizer,
+        out_dir=out_dir,
+        heldout_dir=heldout_dir,
+        on_generated=lambda done, total: progress.set(done / max(total, 1)),
+    )
+    progress.finish()
+    for row in score_rows(step.name, results):
+        log.info(
+            "%s %s: %s %s (%s)", step.name, row["benchmark"], row["metric"], row["value"], row["problems or bytes"]
+        )
     table_artifact(f"eval-{step.name}", score_rows(step.name, results), description=f"evaluation of {step}")
     return {"checkpoint": checkpoint_lineage(step), "results": results}
 

@@ -152,7 +152,7 @@ def describe_line(line: str) -> str | None:
     kind = ev.get("event")
     if kind == "step":
         return (
-            f"step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3g} · {_si(ev['tokens_per_s'])} tok/s"
+            f"step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3f} · {_si(ev['tokens_per_s'])} tok/s"
             f" · lr {ev['lr']:.2e} · MaxVio {ev.get('max_vio_mean', 0.0):.2f}"
         )
     if kind == "start":
@@ -165,7 +165,7 @@ def describe_line(line: str) -> str | None:
     if kind == "checkpoint":
         return f"checkpoint {Path(ev['path']).name} written in {ev['seconds']:.1f} s"
     if kind == "done":
-        return f"done: step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3g} · newest {Path(ev['checkpoint']).name}"
+        return f"done: step {ev['step']}/{ev['steps']} · loss {ev['loss']:.3f} · newest {Path(ev['checkpoint']).name}"
     if kind == "error":
         return f"error at step {ev.get('step')}: {ev.get('message')}"
     if kind == "heartbeat":
@@ -174,12 +174,20 @@ def describe_line(line: str) -> str | None:
 
 
 class _View:
-    """Keeps the Prefect view of the run current from the trainer's JSON lines (throttled)."""
+    """Keeps the Prefect view of the run current from the trainer's JSON lines.
 
-    def __init__(self, steps: int, every_s: float = 10.0):
+    Each table post is a new artifact version in the server's database and a mark on the run's timeline:
+    the tables follow every tenth of the run and at most one post per `every_s` otherwise (a long run:
+    six an hour), never the same step twice. The progress artifact is updated in place at every step.
+    """
+
+    def __init__(self, steps: int, every_s: float = 600.0, parts: int = 10):
         self.progress = Progress("train: optimizer steps", steps)
         self.every_s = every_s
-        self.last_table = 0.0
+        self.chunk = max(steps / parts, 1.0)
+        self.next_step = self.chunk
+        self.last_table = time.monotonic()
+        self.posted_step: int | None = None
         self.last: dict[str, Any] = {}
         self.error: str | None = None
         self.hang_step: int = 0
@@ -195,8 +203,8 @@ class _View:
         if kind == "step":
             self.last = ev
             self.progress.set(ev["step"])
-            if time.monotonic() - self.last_table > self.every_s or ev["step"] == ev["steps"]:
-                self.last_table = time.monotonic()
+            step = ev["step"]
+            if step >= self.next_step or step == ev["steps"] or time.monotonic() - self.last_table > self.every_s:
                 self.tables(ev)
         elif kind == "error":
             self.error = ev.get("message")
@@ -204,6 +212,10 @@ class _View:
             self.hang_step = ev["step"]
 
     def tables(self, ev: dict[str, Any]) -> None:
+        if not ev or ev.get("step") == self.posted_step:
+            return
+        self.posted_step, self.last_table = ev["step"], time.monotonic()
+        self.next_step = (ev["step"] // self.chunk + 1) * self.chunk
         table_artifact(
             "train-progress",
             [
@@ -271,7 +283,7 @@ def final_figures(metrics: list[dict[str, Any]], start: dict[str, Any] | None = 
         "loss": round(last["loss"], 4),
         "ce_loss": round(last["ce_loss"], 4),
         "mtp_loss": round(last["mtp_loss"], 4),
-        "balance_loss": last["balance_loss"],
+        "balance_loss": float(f"{last['balance_loss']:.4g}"),  # ~1e-4: 4 significant digits, not 4 decimals
         "max_vio_mean": round(last["max_vio_mean"], 4),
         "tokens_per_s": round(sum(m["tokens_per_s"] for m in tail) / len(tail), 1),
         "tflops_per_device": round(sum(m["tflops"] for m in tail) / len(tail), 4),

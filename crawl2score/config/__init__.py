@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 class PrefectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    home: str | None = Field(None, description="PREFECT_HOME; default <workdir>/.prefect")
+    home: str | None = Field(None, description="PREFECT_HOME; default .prefect in the directory the command runs from")
     api_url: str | None = Field(None, description="a running server; default: ephemeral, or `crawl2score server`")
     server_host: str = "127.0.0.1"
     server_port: int = Field(4200, ge=1, le=65535)

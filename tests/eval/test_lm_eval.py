@@ -82,7 +82,11 @@ def test_lm_eval_end_to_end_all_tasks_and_protocol_reaches_generator(tiny_workdi
         truncate_prompts=True,
         benchmarks_dir=str(shared_dir / "data" / "benchmarks"),
     )
-    out = evaluate_checkpoint(cfg, tiny_workdir / "checkpoints", out_dir=tmp_path)
+    fed: list[tuple[int, int]] = []  # the eval task's progress artifact is fed from here
+    out = evaluate_checkpoint(
+        cfg, tiny_workdir / "checkpoints", out_dir=tmp_path, on_generated=lambda *a: fed.append(a)
+    )
+    assert fed and fed[-1] == (10, 10) and [d for d, _ in fed] == sorted(d for d, _ in fed)  # 3 x 3 + 1 requests
     for name in ("aime24", "aime25", "cnmo24"):
         fig = out[name]
         assert fig["problems"] == 1 and fig["samples"] == 3 and "pass@2" in fig

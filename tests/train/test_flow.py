@@ -125,3 +125,21 @@ def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
     (ckpt / "superseded-new").mkdir()  # a copy of this key set aside earlier goes too with --force
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
+
+
+def test_train_tables_follow_tenths_of_the_run_not_every_log_line(monkeypatch):
+    """Each table post is a new artifact version: a 250-step run logging every step posts ~10 of each table
+    (was one per 10 s: 12+ for a 5-minute run, 17k a day on a long one), and the final step once."""
+    import json
+
+    from crawl2score.tasks import train as train_task
+
+    posted: list[str] = []
+    monkeypatch.setattr(train_task, "table_artifact", lambda key, rows, description="": posted.append(key))
+    view = train_task._View(250)
+    for step in range(1, 251):
+        ev = {"event": "step", "step": step, "steps": 250, "loss": 4.0, "ce_loss": 4.0, "tokens_per_s": 1.0, "lr": 1e-3}
+        view(json.dumps(ev))
+    view.tables(view.last)  # what the task does at the end: not a second post of step 250
+    assert posted.count("train-progress") == posted.count("train-moe-health") == 10
+    assert view.posted_step == 250
