@@ -187,7 +187,7 @@ class Crawl2ScoreLM(TemplateLM):
         bos = self.tokenizer.bos_token
         if bos and string.startswith(bos) and self.chat_template_text:
             return self.tokenizer.encode(string, add_special_tokens=False, split_special_tokens=False)
-        ids = self.tokenizer.encode(string, add_special_tokens=False)
+        ids = self.tokenizer.encode(string, add_special_tokens=False, split_special_tokens=True)
         return ids if add_special_tokens is False else [self.prefix_token_id, *ids]
 
     # ---- chat -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from crawl2score.config import Config
+from crawl2score.config import Config, apply_overrides
 from crawl2score.tasks._prefect import logger, markdown_artifact, table_artifact
 from crawl2score.workdir import flatten_figures, format_value, read_marker, select_stages, stage_dir
 
@@ -92,9 +92,11 @@ def pipeline(
     config: Config | None = None,
     force: list[str] | None = None,
     stages: list[str] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the stages in order. `force` redoes the named stages; `stages` limits the run to a subset."""
-    config = config or Config()
+    """Run the stages in order. `force` redoes the named stages; `stages` limits the run to a subset;
+    `overrides` (`section.key=value`, as `--set`) changes keys of `config` without restating the rest."""
+    config = apply_overrides(config or Config(), overrides)
     wanted, force = select_stages(stages, force)  # a typo fails the run in one line, not an empty run
     results: dict[str, Any] = {}
     for stage in wanted:

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from crawl2score.config import Config
+from crawl2score.config import Config, apply_overrides
 from crawl2score.flows._stage import run_stage, upstream_key
 from crawl2score.tasks.tokenizer import corpus_files_task, tokenizer_task
 
@@ -22,8 +22,9 @@ def corpus_key(config: Config, files: list[str]) -> str:
 
 
 @flow(name="tokenizer")
-def tokenizer_flow(config: Config, force: bool = False) -> dict[str, Any]:
+def tokenizer_flow(config: Config, force: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train the BPE into WORKDIR/tokenizer/ unless it is current for this config, corpus and code."""
+    config = apply_overrides(config, overrides)  # `--set`-style keys over the deployed config
     files = corpus_files_task(config.tokenizer, config.workdir)
     input_keys = [corpus_key(config, files)]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from crawl2score.config import Config
+from crawl2score.config import Config, apply_overrides
 from crawl2score.flows._stage import run_stage, upstream_key
 from crawl2score.flows.tokenizer import corpus_key
 from crawl2score.tasks.tokenizer import corpus_files_task
@@ -14,8 +14,9 @@ from crawl2score.tasks.tokens import tokens_task
 
 
 @flow(name="tokens")
-def tokens_flow(config: Config, force: bool = False) -> dict[str, Any]:
+def tokens_flow(config: Config, force: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Encode the corpus into WORKDIR/tokens/ unless the shards are current for this corpus and tokenizer."""
+    config = apply_overrides(config, overrides)  # `--set`-style keys over the deployed config
     files = corpus_files_task(config.tokenizer, config.workdir)
     input_keys = [corpus_key(config, files), upstream_key(config, "tokens", "tokenizer")]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from crawl2score.config import Config
+from crawl2score.config import Config, apply_overrides
 from crawl2score.flows._stage import current_key, run_stage, upstream_key
 from crawl2score.tasks.train import prepare_checkpoints, train_task, trainer_command, write_run_config
 
@@ -34,13 +34,16 @@ def prepare_run(config: Config, nproc: int) -> tuple[Path, list[str]]:
 
 
 @flow(name="train")
-def train_flow(config: Config, force: bool = False, nproc: int | None = None) -> dict[str, Any]:
+def train_flow(
+    config: Config, force: bool = False, nproc: int | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Pretrain unless WORKDIR/checkpoints already holds the result for the same key.
 
     The key covers the model and train sections and the tokens' key (a new tokenization or architecture is
     a new run). An interrupted run resumes from its newest checkpoint when that checkpoint was written under
     the same key; `force` starts over.
     """
+    config = apply_overrides(config, overrides)  # `--set`-style keys over the deployed config
     input_keys = train_inputs(config)
 
     def body(key: str) -> dict[str, Any]:

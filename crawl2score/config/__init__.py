@@ -190,7 +190,23 @@ def load_config(
         raise ConfigError(f"{source}: not valid YAML: {first}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
-    tree = copy.deepcopy(tree)
+    return _validated(copy.deepcopy(tree), overrides, source, workdir)
+
+
+def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
+    """`config` with `section.key=value` overrides, as `--set` gives them; a flow's `overrides` parameter.
+
+    Why flows take them: a deployment run's `config` parameter replaces the deployed config whole, so
+    changing one key that way means restating all the others. `overrides` changes just those keys.
+    """
+    if not overrides:
+        return config
+    return _validated(config.model_dump(mode="json"), overrides, "overrides")
+
+
+def _validated(
+    tree: dict[str, Any], overrides: list[str] | None, source: str, workdir: str | os.PathLike[str] | None = None
+) -> Config:
     overridden: set[str] = set()
     for item in overrides or []:
         parts, value = _parse_override(item)

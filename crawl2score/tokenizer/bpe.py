@@ -205,11 +205,12 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
 def save_hf(tok: Tokenizer, out_dir: str | os.PathLike[str], model_max_length: int | None = None) -> None:
     """tokenizer.json plus the files PreTrainedTokenizerFast / AutoTokenizer read offline.
 
-    No BOS is added by the HF tokenizer: training shards hold documents separated by EOS only, so
-    `tokenizer(text)` gives the same ids the model was trained on. `split_special_tokens` makes HF encode the
-    literal text of a special token as plain text, as the shards do (special ids are inserted by id, never
-    by text). `clean_up_tokenization_spaces` is off, or HF would rewrite " ." to "." on decode and break the
-    round trip.
+    No BOS is added by the HF tokenizer: training shards hold documents separated by EOS only. Special-token
+    text gets HF's default, as in DeepSeek-V3's tokenizer: `tokenizer(text)` and `apply_chat_template`
+    map "<｜begin▁of▁sentence｜>" to its id, which the chat template needs (it writes BOS and EOS as text).
+    Documents are encoded with that text as plain bytes, so that a page cannot forge a boundary: the shards'
+    encoders do this, and from HF `tokenizer(text, split_special_tokens=True)` gives the same ids.
+    `clean_up_tokenization_spaces` is off, or HF would rewrite " ." to "." on decode and break the round trip.
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -222,7 +223,6 @@ def save_hf(tok: Tokenizer, out_dir: str | os.PathLike[str], model_max_length: i
         eos_token=EOS,
         pad_token=PAD,
         clean_up_tokenization_spaces=False,
-        split_special_tokens=True,
         **kwargs,
     )
     hf.save_pretrained(str(out_dir))

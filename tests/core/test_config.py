@@ -59,3 +59,17 @@ def test_bad_files(tmp_path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(scalar)
+
+
+def test_apply_overrides_changes_only_the_named_keys() -> None:
+    """A deployment run's `overrides`: the deployed (here tiny) config stays, save the keys named."""
+    from crawl2score.config import apply_overrides
+
+    tiny = load_config("tiny")
+    cfg = apply_overrides(tiny, ["workdir=/data/alt", "tokenizer.vocab_size=8192"])
+    assert cfg.workdir == "/data/alt" and cfg.tokenizer.vocab_size == 8192
+    assert cfg.model_dump(exclude={"workdir", "tokenizer"}) == tiny.model_dump(exclude={"workdir", "tokenizer"})
+    assert cfg.tokenizer.model_dump(exclude={"vocab_size"}) == tiny.tokenizer.model_dump(exclude={"vocab_size"})
+    assert apply_overrides(tiny, None) is tiny
+    with pytest.raises(ConfigError, match="train.stepz: unknown key"):
+        apply_overrides(tiny, ["train.stepz=3"])

@@ -20,6 +20,10 @@ def test_trained_tokenizer_formats_chats_as_deepseek_v3(trained) -> None:
     assert text.endswith(f"{ASSISTANT}2{tok.eos_token}")  # the assistant turn ends with EOS
     ids = tok.encode(text, add_special_tokens=False, split_special_tokens=False)
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    # as a plain transformers user calls it: BOS and EOS are their ids, not their text in bytes
+    chat_ids = tok.apply_chat_template(chat, tokenize=True)
+    chat_ids = chat_ids["input_ids"] if isinstance(chat_ids, dict) or hasattr(chat_ids, "keys") else chat_ids
+    assert chat_ids == ids
 
 
 def test_heldout_documents_are_written_per_language(trained) -> None:

@@ -155,8 +155,9 @@ def test_hf_tokenizer_loads_offline_and_matches(trained) -> None:
         assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (0, 1, 2)
     text = f"Mixed 文本 with 42 and {EOS} literally."
     ours = load_tokenizer(path).encode(text, add_special_tokens=False).ids
-    assert hf(text)["input_ids"] == ours  # no BOS added, literal special text stays text
+    assert hf(text, split_special_tokens=True)["input_ids"] == ours  # no BOS added, special text as bytes
     assert hf.decode(ours) == text
+    assert hf.eos_token_id in hf(text)["input_ids"]  # HF's default, as DeepSeek-V3's: special text is the id
 
 
 TRICKY = st.sampled_from(
