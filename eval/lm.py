@@ -346,6 +346,7 @@ class Crawl2ScoreLM(TemplateLM):
             _, _, budget, s, _ = plan
             groups[repr((budget.max_new, sorted((k, str(v)) for k, v in s.items() if k != "task")))].append(plan)
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until")
+        done = 0  # not bar.n: a disabled tqdm (disable_tqdm, TQDM_DISABLE) does not count
         for group in groups.values():
             group.sort(key=lambda p: -len(p[2].prompt))
             for start in range(0, len(group), self.batch_size):
@@ -375,7 +376,8 @@ class Crawl2ScoreLM(TemplateLM):
                         }
                     )
                 bar.update(len(batch))
+                done += len(batch)
                 if self.on_generated is not None:
-                    self.on_generated(bar.n, len(requests))
+                    self.on_generated(done, len(requests))
         bar.close()
         return results  # type: ignore[return-value]

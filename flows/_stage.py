@@ -33,7 +33,8 @@ def upstream_key(config: Config, stage: str, upstream: str) -> str:
     problem = missing_input(config, stage)
     if problem:
         raise StageInputMissing(problem)
-    return str((read_marker(config.workdir, upstream) or {})["key"])  # missing_input checked it is there
+    # missing_input checked the key (callers pass an upstream that has no alternative input setting)
+    return str((read_marker(config.workdir, upstream) or {})["key"])
 
 
 def current_key(stage: str, config: Config, input_keys: list[str]) -> str:
