@@ -224,10 +224,15 @@ def ranks_from_tokenizer_json(data: dict[str, Any]) -> tuple[dict[bytes, int], s
     if not all(t.get("special") for t in data.get("added_tokens", [])):
         return "tokenizer has added tokens that are not special"
     vocab: dict[str, int] = model["vocab"]
-    try:
-        ranks = {to_bytes(t): i for t, i in vocab.items() if t not in added}
+    tokens = [t for t in vocab if t not in added]
+    try:  # one translate and encode for the whole vocabulary (per token: 3x the time, ~0.1 s of a shard run)
+        joined = to_bytes("".join(tokens))
     except UnicodeEncodeError:
         return "vocabulary is not byte level"
+    ranks, end = {}, 0
+    for t in tokens:  # a byte-level character is one byte
+        ranks[joined[end : end + len(t)]] = vocab[t]
+        end += len(t)
     if any(bytes([b]) not in ranks for b in range(256)):
         return "vocabulary lacks some of the 256 bytes"
     last = -1

@@ -29,7 +29,7 @@ from crawl2score.tokenizer.bpe import (
 )
 from crawl2score.tokenizer.chat import write_chat_template, write_heldout
 from crawl2score.tokenizer.corpus import SampleStats, iter_documents, training_batches
-from crawl2score.tokenizer.encode import Encoder, load_encoder
+from crawl2score.tokenizer.encode import Encoder, load_encoder, write_ranks_cache
 from crawl2score.tokenizer.ranks import train_rustbpe
 from crawl2score.tokenizer.shards import prefetch
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
@@ -179,6 +179,8 @@ def train_tokenizer(
         # written (tests pin it on arbitrary text; a failure here stops the stage rather than the model).
         # Without held-out text there is nothing to check: the tokens stage then resolves `auto` itself.
         encoder_name, same_ids = cfg.encoder, None
+        if cfg.encoder != "tokenizers":
+            write_ranks_cache(tmp)  # tiktoken's ranks, so each shard run skips parsing tokenizer.json
         if heldout and cfg.encoder != "tokenizers":
             encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
             encoder_name, same_ids = encoder.name, (encoder if encoder.name == "tiktoken" else None)

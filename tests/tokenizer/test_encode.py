@@ -168,3 +168,43 @@ def test_tiktoken_serves_a_tokenizer_with_filler_tokens(tmp_path: Path) -> None:
     assert (tk.special_ids, tk.vocab_size) == (hf.special_ids, hf.vocab_size) == (hf.special_ids, 1000)
     text = "tiny corpus here <｜end▁of▁sentence｜> <｜reserved▁900｜> 中文 9"
     assert list(tk.encode_batch([text])[0]) == hf.encode_batch([text])[0]
+
+
+def test_ranks_cache_is_what_parsing_gives_and_only_while_current(trained_8k: Path, tmp_path: Path) -> None:
+    """The stage's cached ranks equal those parsed from tokenizer.json; an edited tokenizer.json, another
+    pattern or a cut-short cache file is parsed again instead, never served stale."""
+    import shutil
+
+    from crawl2score.tokenizer.encode import RANKS_CACHE, read_ranks_cache, write_ranks_cache
+    from crawl2score.tokenizer.ranks import ranks_from_tokenizer_json, read_tokenizer_json
+
+    assert (trained_8k / RANKS_CACHE).is_file()  # written by the tokenizer stage
+    cached = read_ranks_cache(trained_8k)
+    assert cached is not None
+    parsed = ranks_from_tokenizer_json(read_tokenizer_json(trained_8k))
+    assert not isinstance(parsed, str)
+    hf = HFEncoder(trained_8k)
+    assert cached == (parsed[0], (hf.special_ids, hf.vocab_size))
+
+    work = tmp_path / "tok"
+    shutil.copytree(trained_8k, work)
+    raw = (work / RANKS_CACHE).read_bytes()
+    (work / RANKS_CACHE).write_bytes(raw[:-1])
+    assert read_ranks_cache(work) is None  # cut short
+    (work / RANKS_CACHE).write_bytes(raw.replace(b'"pattern": "', b'"pattern": "x', 1))
+    assert read_ranks_cache(work) is None  # another pattern than this code's
+    (work / RANKS_CACHE).write_bytes(raw)
+    assert read_ranks_cache(work) == cached
+    # An edited tokenizer.json (here: a special token renamed) is read afresh, not through the old cache.
+    text = (work / "tokenizer.json").read_text(encoding="utf-8")
+    (work / "tokenizer.json").write_text(text.replace("<｜▁pad▁｜>", "<｜pad｜>"), encoding="utf-8")
+    assert read_ranks_cache(work) is None
+    with pytest.raises(ValueError, match="lacks special tokens"):
+        load_encoder(work, "tiktoken")
+    # A tokenizer tiktoken cannot serve gets no cache.
+    tok = load_tokenizer(trained_8k)
+    tok.pre_tokenizer = reference_pre_tokenizer()
+    other = tmp_path / "other"
+    other.mkdir()
+    tok.save(str(other / "tokenizer.json"))
+    assert write_ranks_cache(other) is False and not (other / RANKS_CACHE).exists()
