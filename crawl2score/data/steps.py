@@ -22,6 +22,7 @@ import gzip
 import io
 import json
 import os
+import re
 import time
 import zlib
 from pathlib import Path
@@ -192,6 +193,7 @@ class WarcStreamReader(WarcReader):
                 self.stat_update("skipped_huge")
                 return None
             record.content_stream = lambda: io.BytesIO(body)
+            _trust_declared_html(record, body)
             try:
                 extracted = process_record(record)
             except (KeyError, LookupError, ValueError, TypeError):
@@ -230,14 +232,39 @@ def _drain(record) -> None:
         raise TruncatedRecord(f"record {record.rec_headers.get_header('WARC-Record-ID')} is cut short")
 
 
+def _http_type(record) -> str | None:
+    if record.http_headers is None:
+        return None
+    return (record.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower() or None
+
+
 def _is_html(record) -> bool:
     """HTML by the crawler's identified payload type, else the HTTP Content-Type; unknown passes on."""
     mime = record.rec_headers.get_header("WARC-Identified-Payload-Type")
-    if mime is None and record.http_headers is not None:
-        mime = (record.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower() or None
+    if mime is None:
+        mime = _http_type(record)
     if record.rec_type == "conversion":
         return mime in (None, "text/plain", *HTML_TYPES)
     return mime is None or mime in HTML_TYPES
+
+
+_MARKUP_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<")
+
+
+def _trust_declared_html(record, body: bytes) -> None:
+    """A response that the server declares HTML and that starts with markup counts as HTML without libmagic.
+
+    Crawls without `WARC-Identified-Payload-Type` (Common Crawl has it; older crawls such as the 2008 one
+    in the shared samples do not) make datatrove sniff every body with libmagic: ~0.4 ms a call whatever
+    the length, 7% of the whole stage's CPU on the real pages. On those pages the declared type and the
+    sniffed one agree on every body that starts with `<` (135 of 135); an empty or non-markup body declared
+    HTML still goes to libmagic, as do bodies with no declared type.
+    """
+    if record.rec_type != "response" or record.rec_headers.get_header("WARC-Identified-Payload-Type") is not None:
+        return
+    declared = _http_type(record)
+    if declared in HTML_TYPES and _MARKUP_START.match(body):
+        record.rec_headers.add_header("WARC-Identified-Payload-Type", declared)
 
 
 class BundledFT176LID(FT176LID):

@@ -80,6 +80,30 @@ def test_huge_and_non_html_records_are_skipped(tmp_path):
     assert reader.stats.stats["skipped_non_html"].total == 1
 
 
+def test_declared_html_that_starts_with_markup_is_read_without_sniffing(tmp_path):
+    """Without a crawler-identified payload type, a body the server declares HTML and that opens with markup
+    is HTML (libmagic calls a bare fragment text/plain and datatrove would drop it); declared HTML that is
+    empty or binary is still sniffed, and dropped."""
+    import magic
+
+    fragment = b"\xef\xbb\xbf  <p>hello from a fragment</p>"
+    assert magic.from_buffer(fragment, mime=True) != "text/html"
+    path = tmp_path / "declared.warc.gz"
+    path.write_bytes(
+        _warc(
+            [
+                ("http://a.test/fragment", fragment, "text/html; charset=utf-8"),
+                ("http://a.test/empty", b"", "text/html"),
+                ("http://a.test/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "text/html"),
+                ("http://a.test/page", b"<!DOCTYPE html><html><body>hi</body></html>", "application/xhtml+xml"),
+            ]
+        )
+    )
+    docs = list(WarcStreamReader([str(path)]).run())
+    assert [d.metadata["url"] for d in docs] == ["http://a.test/fragment", "http://a.test/page"]
+    assert docs[0].text == fragment.decode("utf-8")
+
+
 def test_records_interleave_when_fewer_files_than_tasks(small_sample):
     path = str(small_sample / "sample.warc.gz")
     ranks = [{d.id for d in WarcStreamReader([path]).run(rank=r, world_size=2)} for r in range(2)]
