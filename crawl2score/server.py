@@ -63,6 +63,18 @@ def running_server_url(home: str | os.PathLike[str]) -> str | None:
     return url if url and healthy(url, timeout_s=1.0) else None
 
 
+def _runs_prefect_server(pid: int) -> bool | None:
+    """Whether `pid` runs `prefect server` (Linux /proc); None where that cannot be told. A recorded pid can
+    outlive its server and be given to another process: that one must not be signalled."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    return b"prefect" in b" ".join(cmdline) and b"server" in cmdline
+
+
 def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foreground: bool = True) -> int:
     """Start `prefect server start`, wait for /api/health, record the URL for later clients."""
     refused = exposure_error(host)
@@ -114,14 +126,38 @@ def stop_server(home: str, wait_s: float = 30.0) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         print(f"crawl2score: error: no background server recorded in {path}", file=sys.stderr)
         return 2
+
+    def fail(message: str, forget: bool = True) -> int:
+        if forget:
+            path.unlink(missing_ok=True)
+        print(f"crawl2score: error: {message}", file=sys.stderr)
+        return 2
+
     try:
-        if os.getsid(pid) == pid:  # started with start_new_session: the pid leads its own session
-            os.killpg(pid, signal.SIGTERM)
+        os.kill(pid, 0)
+        alive = True
     except ProcessLookupError:
-        pass  # already gone: just forget it
+        alive = False
+    except PermissionError:
+        alive = True  # another user's process: killpg below says so
+    if alive:
+        if _runs_prefect_server(pid) is False:
+            return fail(f"pid {pid} in {path} is no longer the Prefect server (another process has it); record removed")
+        if os.getsid(pid) != pid:  # started with start_new_session: a background server leads its own session
+            return fail(f"the server at {api_url} (pid {pid}) runs in the foreground: stop it with Ctrl-C", False)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            return fail(f"not allowed to stop pid {pid} (the server at {api_url}): started by another user?", False)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and healthy(api_url, timeout_s=1.0):
+    while alive and time.monotonic() < deadline and healthy(api_url, timeout_s=1.0):
         time.sleep(0.5)
+    if healthy(api_url, timeout_s=1.0):
+        if not alive:
+            return fail(f"the recorded server (pid {pid}) is gone, but another server answers at {api_url}")
+        return fail(f"the server at {api_url} (pid {pid}) still answers after {wait_s:.0f} s", False)
     path.unlink(missing_ok=True)
     print(f"stopped the Prefect server at {api_url}")
     return 0

@@ -126,6 +126,8 @@ def select_stages(
             raise StageNameError(f"{flag} {','.join(names)}: unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
         return names
 
+    if stages is not None and not list(stages):
+        raise StageNameError(f"{flags[0]}: no stage named (leave it out to run all: {', '.join(STAGES)})")
     run = (
         list(STAGES) if stages is None else [s for s in STAGES if s in known(list(stages), flags[0]) or "all" in stages]
     )

@@ -115,7 +115,10 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
     aside = None
     if run_files and previous is not None:
         aside = ckpt / f"superseded-{previous}"
-        aside.mkdir(exist_ok=True)
+        n = 2
+        while aside.exists():  # an older copy of that run stays whole; moving onto it could fail halfway
+            aside, n = ckpt / f"superseded-{previous}-{n}", n + 1
+        aside.mkdir()
         for p in run_files:
             os.replace(p, aside / p.name)
         size = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file())

@@ -201,7 +201,11 @@ def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
     """
     if not overrides:
         return config
-    return _validated(config.model_dump(mode="json"), overrides, "overrides")
+    tree = config.model_dump(mode="json")
+    if any(_parse_override(item)[0] == ["model", "preset"] for item in overrides):
+        # The dump states every model key; kept, they would override the new preset's shape entirely.
+        tree["model"] = {}
+    return _validated(tree, overrides, "overrides")
 
 
 def _validated(

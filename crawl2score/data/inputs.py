@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import glob
 import gzip
+import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from crawl2score.config.data import DataConfig
 from crawl2score.workdir import stable_hash
@@ -27,6 +29,7 @@ class InputError(ValueError):
     """An input that cannot be used (missing path, unknown crawl id); one line, shown by the CLI as is."""
 
 
+log = logging.getLogger("crawl2score.data")
 T = TypeVar("T")
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 RETRY_DELAYS_S = (0.2, 0.6, 1.8, 5.4)  # 4 retries, ~8 s in all: a server restart or a rate-limit burst
@@ -136,27 +139,85 @@ GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 ARCHIVE_STARTS = (b"WARC/", b"filedesc://")  # a WARC record; an ARC file's header record
 
 
-def check_local_archive(path: str) -> None:
-    """One line for a local file that cannot be a (W)ARC file: empty, unreadable gzip, or something else.
+class _Prefixed:
+    """`head` then the rest of `raw`: what was read to tell the format, handed back to the reader."""
 
-    Only the first bytes are read (for gzip, the first bytes of its content), so a crawl's worth of local
-    files is checked in moments; a file that is cut later is counted by the reader as `corrupt_files`.
-    zstd files are taken on trust: reading them needs the dictionary some of them use.
+    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        self.head, self.raw = head, raw
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        if n is None or n < 0:
+            out, self.head = self.head + self.raw.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out if len(out) == n else out + self.raw.read(n - len(out))
+
+
+def zstd_stream(raw: IO[bytes]) -> IO[bytes]:
+    """The uncompressed bytes of a zstd WARC (`.warc.zst`), as a stream.
+
+    The IIPC WARC-zstd layout: one zstd frame per record, the first optionally a dictionary in a skippable
+    frame (itself raw or zstd-compressed) that every record frame needs. Written here because fsspec's
+    zstd codec (and warcio) know no dictionary frame; zstandard does the decompression.
     """
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if not head:
-            raise InputError(f"{path}: empty file, not a WARC file")
-        if head.startswith(ZSTD_MAGIC):
-            return
-        f.seek(0)
-        if head.startswith(GZIP_MAGIC):
-            try:
-                head = gzip.GzipFile(fileobj=f).read(16)
-            except (OSError, EOFError) as exc:  # BadGzipFile is an OSError
-                raise InputError(f"{path}: not a readable gzip file ({exc or exc.__class__.__name__})") from None
-        else:
-            head = f.read(16)
+    import zstandard
+
+    head = raw.read(8)
+    magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+    dict_data = None
+    if 0x184D2A50 <= magic <= 0x184D2A5F and len(head) == 8:
+        size = int.from_bytes(head[4:8], "little")
+        blob = raw.read(size)
+        if len(blob) != size:
+            raise EOFError("zstd dictionary frame cut short")
+        if blob.startswith(ZSTD_MAGIC):
+            blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        dict_data = zstandard.ZstdCompressionDict(blob)
+        head = b""
+    dctx = zstandard.ZstdDecompressor(dict_data=dict_data) if dict_data else zstandard.ZstdDecompressor()
+    return dctx.stream_reader(_Prefixed(head, raw), read_across_frames=True)  # type: ignore[return-value]
+
+
+def open_archive(raw: IO[bytes]) -> IO[bytes]:
+    """`raw` as warcio reads it: gzip and plain as they are (warcio inflates gzip), zstd inflated here."""
+    head = raw.read(4)
+    is_zstd = head.startswith(ZSTD_MAGIC) or (
+        len(head) == 4 and 0x184D2A50 <= int.from_bytes(head, "little") <= 0x184D2A5F
+    )
+    stream = _Prefixed(head, raw)
+    return zstd_stream(stream) if is_zstd else stream  # type: ignore[return-value]
+
+
+def check_local_archive(path: str) -> None:
+    """One line for a local file that cannot be a (W)ARC file: empty, unreadable, or something else.
+
+    Only the first bytes are read (for gzip and zstd, the first bytes of the content), so a crawl's worth of
+    local files is checked in moments; a file that is cut later is counted by the reader as `corrupt_files`.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if not head:
+                raise InputError(f"{path}: empty file, not a WARC file")
+            f.seek(0)
+            if head.startswith(GZIP_MAGIC):
+                try:
+                    head = gzip.GzipFile(fileobj=f).read(16)
+                except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+                    why = str(exc) or exc.__class__.__name__
+                    raise InputError(f"{path}: not a readable gzip file ({why})") from None
+            else:
+                try:
+                    head = open_archive(f).read(16)
+                except Exception as exc:  # zstandard.ZstdError and what a bad dictionary frame raises
+                    why = str(exc) or exc.__class__.__name__
+                    raise InputError(f"{path}: not a readable zstd file ({why})") from None
+                if not head:
+                    raise InputError(f"{path}: not a readable zstd file (no content: cut short?)")
+    except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
     if not head.startswith(ARCHIVE_STARTS):
         raise InputError(f"{path}: not a WARC file (it starts with {head[:16]!r}, not a WARC record)")
 
@@ -164,10 +225,13 @@ def check_local_archive(path: str) -> None:
 def resolve_inputs(cfg: DataConfig) -> list[str]:
     """Every input expanded to file paths/URLs, in order, deduplicated, cut to `max_files`.
 
-    Raises InputError (one line) for a missing path, an unknown crawl id, an input matching nothing, or a
-    local file that is empty or not a WARC file (`check_local_archive`).
+    Raises InputError (one line) for a missing path, an unknown crawl id, an input matching nothing, a
+    local file named in `input` that is empty or not a WARC file (`check_local_archive`), or local files
+    found in a folder or glob of which none is one. Some bad files among good ones are logged and left to
+    the reader, which counts them as `corrupt_files`; only the files kept after `max_files` are checked.
     """
     paths: list[str] = []
+    named: dict[str, bool] = {}  # local path -> named in `input` itself (not found in a folder or glob)
     for item in cfg.input:
         if CRAWL_ID.match(item):
             found = crawl_paths(item, cfg.cc_base_url)
@@ -175,15 +239,33 @@ def resolve_inputs(cfg: DataConfig) -> list[str]:
             found = _remote_paths(item)
         else:
             found = _local_paths(item)
+            one = not _has_magic(item) and os.path.isfile(item.removeprefix("file://"))
             for path in found:
-                check_local_archive(path)
+                named[path] = named.get(path, False) or one
         if not found:
             raise InputError(f"input matches no files: {item}")
         paths.extend(found)
         if cfg.max_files is not None and len(paths) >= cfg.max_files:
             break
     paths = list(dict.fromkeys(paths))
-    return paths[: cfg.max_files] if cfg.max_files is not None else paths
+    paths = paths[: cfg.max_files] if cfg.max_files is not None else paths
+    bad: list[str] = []
+    for path in paths:
+        if path in named:
+            try:
+                check_local_archive(path)
+            except InputError as exc:
+                if named[path]:
+                    raise
+                bad.append(str(exc))
+    if bad and len(bad) == len(paths):
+        more = f" (and {len(bad) - 1} more: no input file is a WARC file)" if len(bad) > 1 else ""
+        raise InputError(bad[0] + more)
+    for line in bad[:10]:
+        log.warning("input: %s; the reader will count it as corrupt", line)
+    if len(bad) > 10:
+        log.warning("input: %d more files that are not WARC files", len(bad) - 10)
+    return paths
 
 
 def sample_dir(workdir: str | os.PathLike[str]) -> Path:

@@ -131,17 +131,18 @@ class WarcStreamReader(WarcReader):
         from warcio.archiveiterator import ArchiveIterator
         from warcio.exceptions import ArchiveLoadFailed
         from warcio.statusandheaders import StatusAndHeadersParserException
+        from zstandard import ZstdError
 
         start_bytes = progress["bytes"]
         response_i = -1
         try:
             # fsspec streams: http(s) is read in blocks, s3 likewise; nothing is downloaded whole first.
-            from crawl2score.data.inputs import with_retries
+            from crawl2score.data.inputs import open_archive, with_retries
 
             # Opening makes the first request; a transient failure there is retried (nothing read yet).
             with with_retries(lambda: fsspec.open(path, "rb").open()) as raw:
                 ri = -1
-                for ri, record in enumerate(ArchiveIterator(raw)):
+                for ri, record in enumerate(ArchiveIterator(open_archive(raw))):
                     progress["bytes"] = start_bytes + raw.tell()
                     if record.rec_type in ("response", "conversion"):
                         response_i += 1
@@ -159,6 +160,7 @@ class WarcStreamReader(WarcReader):
             StatusAndHeadersParserException,
             EOFError,
             zlib.error,
+            ZstdError,  # a corrupt .warc.zst frame
             ValueError,  # includes UnicodeDecodeError in a header block
             AttributeError,  # warcio 1.8 on a record without WARC-Target-URI
             KeyError,

@@ -73,3 +73,21 @@ def test_apply_overrides_changes_only_the_named_keys() -> None:
     assert apply_overrides(tiny, None) is tiny
     with pytest.raises(ConfigError, match="train.stepz: unknown key"):
         apply_overrides(tiny, ["train.stepz=3"])
+
+
+def test_apply_overrides_switches_the_model_preset() -> None:
+    """`model.preset=NAME` in a run's overrides gives that preset's shape (plus other model keys named with
+    it), not the deployed config's shape under a new name."""
+    from crawl2score.config import apply_overrides
+    from crawl2score.model.presets import get_preset
+
+    tiny = load_config("tiny")
+    cfg = apply_overrides(tiny, ["model.dim=192", "model.preset=small"])
+    small = get_preset("small").to_dict()
+    dumped = cfg.model.to_dict()
+    assert dumped["dim"] == 192 and {k: v for k, v in dumped.items() if k != "dim"} == {
+        k: v for k, v in small.items() if k != "dim"
+    }
+    assert cfg.tokenizer == tiny.tokenizer and cfg.train == tiny.train
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        apply_overrides(tiny, ["model.preset=huge"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,3 +45,41 @@ def test_deploy_creates_pools_and_deployments(server) -> None:
     zombie = automations["crawl2score: crash flow runs whose heartbeats stop"]
     assert zombie["trigger"]["posture"] == "Proactive" and zombie["trigger"]["within"] == 120
     assert zombie["actions"][0]["type"] == "change-flow-run-state" and zombie["actions"][0]["state"] == "CRASHED"
+
+
+def _record(home: Path, pid: int) -> Path:
+    from crawl2score.server import SERVER_FILE
+
+    path = home / SERVER_FILE
+    path.write_text(json.dumps({"api_url": "http://127.0.0.1:9/api", "pid": pid}))  # port 9: nothing answers
+    return path
+
+
+def test_stop_never_signals_a_process_that_is_not_the_recorded_server(tmp_path, capsys) -> None:
+    """A recorded pid can outlive its server and go to another process: `--stop` leaves that one alone; a
+    server run in the foreground is left to its Ctrl-C; a server already gone is just forgotten."""
+    from crawl2score.server import stop_server
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    foreground = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "prefect", "server"])
+    cmdline = Path(f"/proc/{foreground.pid}/cmdline")
+    while b"prefect" not in cmdline.read_bytes():  # until the child has exec'd (it is pytest before)
+        time.sleep(0.01)
+    try:
+        path = _record(tmp_path, other.pid)
+        assert stop_server(str(tmp_path), wait_s=1) == 2
+        assert "no longer the Prefect server" in capsys.readouterr().err
+        assert other.poll() is None and not path.exists()
+
+        path = _record(tmp_path, foreground.pid)
+        assert stop_server(str(tmp_path), wait_s=1) == 2
+        assert "runs in the foreground: stop it with Ctrl-C" in capsys.readouterr().err
+        assert foreground.poll() is None and path.exists()
+    finally:
+        for proc in (other, foreground):
+            proc.kill()
+            proc.wait()
+    path = _record(tmp_path, foreground.pid)  # gone now, and nothing answers at its URL
+    assert stop_server(str(tmp_path), wait_s=1) == 0 and not path.exists()
+    assert stop_server(str(tmp_path), wait_s=1) == 2  # nothing recorded any more
+    assert "no background server recorded" in capsys.readouterr().err

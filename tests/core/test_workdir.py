@@ -128,3 +128,5 @@ def test_select_stages_rejects_typos_and_forced_stages_outside_the_run() -> None
         select_stages(None, ["trian"])
     with pytest.raises(StageNameError, match=r"--force train: not a stage this run runs \(eval\)"):
         select_stages(["eval"], ["train"], ("--stages", "--force"))
+    with pytest.raises(StageNameError, match="stages: no stage named"):
+        select_stages([], None)  # an empty list is a mistake, not a run that does nothing

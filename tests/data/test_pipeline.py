@@ -90,6 +90,51 @@ def test_local_inputs_and_corrupt_file(tmp_path, small_sample, shared_dir):
     assert figures["corrupt_files"] == 1 and figures["output_documents"] > 50
 
 
+def test_zstd_warcs_are_read_with_and_without_a_dictionary(tmp_path, shared_dir):
+    """`.warc.zst` as the IIPC layout writes it: one frame per record, optionally after a dictionary in a
+    skippable frame; the same 16 pages as the gzip original."""
+    import zstandard
+
+    from crawl2score.data.steps import WarcStreamReader
+
+    raw = gzip.decompress((shared_dir / "data" / "commoncrawl" / "CC-MAIN-2020-34-sample16.warc.gz").read_bytes())
+    records = [b"WARC/1." + r for r in raw.split(b"WARC/1.")[1:]]
+    dictionary = zstandard.train_dictionary(8192, records * 4)
+    frame = zstandard.ZstdCompressor().compress(dictionary.as_bytes())
+    with_dict = (0x184D2A5D).to_bytes(4, "little") + len(frame).to_bytes(4, "little") + frame
+    with_dict += b"".join(zstandard.ZstdCompressor(dict_data=dictionary).compress(r) for r in records)
+    (tmp_path / "dict.warc.zst").write_bytes(with_dict)
+    (tmp_path / "plain.warc.zst").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    paths = resolve_inputs(small_config(input=[str(tmp_path)]))
+    assert [Path(p).name for p in paths] == ["dict.warc.zst", "plain.warc.zst"]
+    for path in paths:
+        docs = list(WarcStreamReader([path]).run())
+        assert len(docs) == 16 and all(d.metadata["url"].startswith("http") for d in docs), path
+
+
+def test_folder_with_some_bad_files_runs_and_one_with_none_good_stops(tmp_path, shared_dir, caplog):
+    """A file named in `input` must be a WARC file; in a folder, a bad file among good ones is logged and
+    left to the reader (counted corrupt), and a folder of only bad files is one line. Only the files kept
+    after `max_files` are checked."""
+    import logging
+    import shutil
+
+    good = shared_dir / "data" / "commoncrawl" / "CC-MAIN-2024-22-whirlwind.warc.gz"
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    shutil.copy(good, folder / "a.warc.gz")
+    (folder / "b.warc.gz").write_bytes(b"not a crawl")
+    with caplog.at_level(logging.WARNING, logger="crawl2score.data"):
+        assert len(resolve_inputs(small_config(input=[str(folder)]))) == 2
+    assert "b.warc.gz: not a WARC file" in caplog.text
+    with pytest.raises(InputError, match="b.warc.gz: not a WARC file"):
+        resolve_inputs(small_config(input=[str(folder / "b.warc.gz")]))
+    assert resolve_inputs(small_config(input=[str(folder)], max_files=1)) == [str(folder / "a.warc.gz")]
+    (folder / "a.warc.gz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"a.warc.gz: empty file.*\(and 1 more: no input file is a WARC file\)"):
+        resolve_inputs(small_config(input=[str(folder)]))
+
+
 def test_missing_path_is_one_line_error(tmp_path, capsys):
     with pytest.raises(InputError, match="input not found"):
         resolve_inputs(small_config(input=[str(tmp_path / "nope.warc.gz")]))

@@ -101,11 +101,24 @@ def _warc_record(url: str, html: bytes) -> bytes:
     return head.encode() + block + b"\r\n\r\n"
 
 
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
 BAD_INPUTS = {
     "empty": (b"", "empty file"),
     "text": (b"# README\nnot a crawl\n", "not a WARC file"),
     "jsonl-gz": (gzip.compress(b'{"text": "a corpus, not a crawl"}\n'), "not a WARC file"),
     "cut-gzip": (gzip.compress(_warc_record("http://t.test/", b"<p>hi</p>"))[:20], "not a readable gzip file"),
+    # a flipped byte in the deflate data: zlib.error, not an OSError
+    "bad-deflate": (
+        (lambda z: z[:12] + bytes([z[12] ^ 0xFF]) + z[13:])(gzip.compress(_warc_record("http://t.test/", b"x" * 50))),
+        "not a readable gzip file",
+    ),
+    "cut-zstd": (_zstd(_warc_record("http://t.test/", b"<p>hi</p>" * 500))[:30], "not a readable zstd file"),
+    "zstd-text": (_zstd(b"# README\nnot a crawl\n"), "not a WARC file"),
 }
 
 

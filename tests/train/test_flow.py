@@ -122,6 +122,14 @@ def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
 
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
+    # A run of a key whose older copy is still set aside (its run config was lost meanwhile, so it was
+    # not moved back): setting this one aside keeps both whole, under two names.
+    (ckpt / "step-2").mkdir()
+    (ckpt / RUN_CONFIG).write_text(json.dumps({"stage_key": "old"}))
+    assert prepare_checkpoints(str(tmp_path), "new", fresh=False) == ckpt / "superseded-old-2"
+    assert sorted(p.name for p in (ckpt / "superseded-old-2").iterdir()) == sorted([RUN_CONFIG, "step-2"])
+    assert (ckpt / "superseded-old" / "step-2" / "model.safetensors").read_bytes() == b"w"
+    shutil.rmtree(ckpt / "superseded-old-2")
     (ckpt / "superseded-new").mkdir()  # a copy of this key set aside earlier goes too with --force
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
