@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from crawl2score.runtime import QUIET_ENV
 
@@ -63,16 +64,19 @@ def running_server_url(home: str | os.PathLike[str]) -> str | None:
     return url if url and healthy(url, timeout_s=1.0) else None
 
 
-def _runs_prefect_server(pid: int) -> bool | None:
-    """Whether `pid` runs `prefect server` (Linux /proc); None where that cannot be told. A recorded pid can
-    outlive its server and be given to another process: that one must not be signalled."""
+def _runs_prefect_server(pid: int, api_url: str) -> bool | None:
+    """Whether `pid` runs the `prefect server start ... --port PORT` that `start_server` starts for `api_url`
+    (Linux /proc); None where that cannot be told. A recorded pid can outlive its server and be given to
+    another process: that one must not be signalled."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return False if Path("/proc/self").exists() else None
     except OSError:
         return None
-    return b"prefect" in b" ".join(cmdline) and b"server" in cmdline
+    port = str(urlsplit(api_url).port or "").encode()
+    joined = b"\0".join(args)
+    return b"\0prefect\0server\0start\0" in b"\0" + joined + b"\0" and b"\0--port\0" + port + b"\0" in joined + b"\0"
 
 
 def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foreground: bool = True) -> int:
@@ -141,13 +145,14 @@ def stop_server(home: str, wait_s: float = 30.0) -> int:
     except PermissionError:
         alive = True  # another user's process: killpg below says so
     if alive:
-        if _runs_prefect_server(pid) is False:
+        if _runs_prefect_server(pid, api_url) is False:
             return fail(f"pid {pid} in {path} is no longer the Prefect server (another process has it); record removed")
-        if os.getsid(pid) != pid:  # started with start_new_session: a background server leads its own session
-            return fail(f"the server at {api_url} (pid {pid}) runs in the foreground: stop it with Ctrl-C", False)
         try:
+            # started with start_new_session: a background server leads its own session
+            if os.getsid(pid) != pid:
+                return fail(f"the server at {api_url} (pid {pid}) runs in the foreground: stop it with Ctrl-C", False)
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
+        except ProcessLookupError:  # it ended meanwhile
             alive = False
         except PermissionError:
             return fail(f"not allowed to stop pid {pid} (the server at {api_url}): started by another user?", False)

@@ -105,9 +105,9 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
     except (OSError, ValueError):
         previous = None
     run_files = [p for p in ckpt.iterdir() if p.name.startswith(RUN_FILES)]
-    ours = ckpt / f"superseded-{key}"
+    copies = _set_aside(ckpt, key)  # oldest first
     if fresh:
-        for p in [*run_files, *([ours] if ours.is_dir() else [])]:
+        for p in [*run_files, *copies]:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         return None
     if previous == key and run_files:
@@ -128,12 +128,23 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
             aside,
             size / 1e6,
         )
-    if ours.is_dir() and not any(p.name.startswith(RUN_FILES) for p in ckpt.iterdir()):
+    ours = copies[-1] if copies else None  # the copy set aside last went furthest
+    if ours is not None and not any(p.name.startswith(RUN_FILES) for p in ckpt.iterdir()):
         for p in ours.iterdir():
             os.replace(p, ckpt / p.name)
         ours.rmdir()
         logger().info("train: checkpoints of this run (key %s) moved back from %s; resuming them", key, ours)
     return aside
+
+
+def _set_aside(ckpt: Path, key: str) -> list[Path]:
+    """The copies of run `key` set aside in `ckpt`, oldest first: superseded-KEY, then superseded-KEY-2, ..."""
+    found = []
+    for p in ckpt.glob(f"superseded-{key}*"):
+        rest = p.name[len(f"superseded-{key}") :]
+        if p.is_dir() and (rest == "" or (rest.startswith("-") and rest[1:].isdigit())):
+            found.append((int(rest[1:]) if rest else 1, p))
+    return [p for _, p in sorted(found)]
 
 
 def _si(x: float) -> str:

@@ -89,6 +89,13 @@ def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
     problem = missing_input(cfg, wanted[0]) if wanted else None
     if problem:
         raise CLIError(problem)
+    if "data" in wanted and cfg.data.input:
+        from crawl2score.data.inputs import InputError, resolve_inputs
+
+        try:  # as `crawl2score data` does: a bad input is one line, before Prefect starts
+            resolve_inputs(cfg.data)
+        except InputError as exc:
+            raise CLIError(str(exc)) from None
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -201,11 +201,14 @@ def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
     """
     if not overrides:
         return config
-    tree = config.model_dump(mode="json")
     if any(_parse_override(item)[0] == ["model", "preset"] for item in overrides):
-        # The dump states every model key; kept, they would override the new preset's shape entirely.
-        tree["model"] = {}
-    return _validated(tree, overrides, "overrides")
+        # A validated config no longer knows which model keys its YAML set and which came from its preset:
+        # kept, they would override the new preset's shape; dropped, keys such as a tiny vocab_size would go.
+        raise ConfigError(
+            "overrides: model.preset cannot change a loaded config (its model keys are all explicit now);"
+            " set the model keys themselves, or pass a config file with that preset"
+        )
+    return _validated(config.model_dump(mode="json"), overrides, "overrides")
 
 
 def _validated(

@@ -136,6 +136,7 @@ def _local_paths(item: str) -> list[str]:
 
 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+ZSTD_DICT_FRAME = 0x184D2A5D  # the skippable frame holding a WARC-zstd file's dictionary
 ARCHIVE_STARTS = (b"WARC/", b"filedesc://")  # a WARC record; an ARC file's header record
 
 
@@ -167,7 +168,7 @@ def zstd_stream(raw: IO[bytes]) -> IO[bytes]:
     head = raw.read(8)
     magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
     dict_data = None
-    if 0x184D2A50 <= magic <= 0x184D2A5F and len(head) == 8:
+    if magic == ZSTD_DICT_FRAME and len(head) == 8:  # other skippable frames: zstandard skips them
         size = int.from_bytes(head[4:8], "little")
         blob = raw.read(size)
         if len(blob) != size:
@@ -208,14 +209,21 @@ def check_local_archive(path: str) -> None:
                 except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
                     why = str(exc) or exc.__class__.__name__
                     raise InputError(f"{path}: not a readable gzip file ({why})") from None
-            else:
+            elif (
+                head.startswith(ZSTD_MAGIC)
+                or 0x184D2A50 <= int.from_bytes(head.ljust(4, b"\0"), "little") <= 0x184D2A5F
+            ):
                 try:
                     head = open_archive(f).read(16)
+                except OSError:
+                    raise
                 except Exception as exc:  # zstandard.ZstdError and what a bad dictionary frame raises
                     why = str(exc) or exc.__class__.__name__
                     raise InputError(f"{path}: not a readable zstd file ({why})") from None
                 if not head:
                     raise InputError(f"{path}: not a readable zstd file (no content: cut short?)")
+            else:
+                head = f.read(16)
     except OSError as exc:  # unreadable: permissions, a directory, an I/O error
         raise InputError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
     if not head.startswith(ARCHIVE_STARTS):

@@ -250,7 +250,8 @@ def _is_html(record) -> bool:
     return mime is None or mime in HTML_TYPES
 
 
-_MARKUP_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<")
+# A tag, doctype or comment; not `<?xml` (feeds served as text/html) nor `<%` (server-side source).
+_MARKUP_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<[!A-Za-z]")
 
 
 def _trust_declared_html(record, body: bytes) -> None:
@@ -259,8 +260,8 @@ def _trust_declared_html(record, body: bytes) -> None:
     Crawls without `WARC-Identified-Payload-Type` (Common Crawl has it; older crawls such as the 2008 one
     in the shared samples do not) make datatrove sniff every body with libmagic: ~0.4 ms a call whatever
     the length, 7% of the whole stage's CPU on the real pages. On those pages the declared type and the
-    sniffed one agree on every body that starts with `<` (135 of 135); an empty or non-markup body declared
-    HTML still goes to libmagic, as do bodies with no declared type.
+    sniffed one agree on every body that starts with a tag (135 of 135); an empty or non-markup body declared
+    HTML (an XML feed, server-side source) still goes to libmagic, as do bodies with no declared type.
     """
     if record.rec_type != "response" or record.rec_headers.get_header("WARC-Identified-Payload-Type") is not None:
         return

@@ -178,7 +178,8 @@ def read_ranks_cache(tokenizer_dir: str | Path) -> tuple[dict[bytes, int], tuple
         end = raw.index(b"\n")
         header = json.loads(raw[:end])
         if (
-            header.get("format") != RANKS_FORMAT
+            not isinstance(header, dict)
+            or header.get("format") != RANKS_FORMAT
             or header.get("pattern") != TIKTOKEN_PATTERN
             or header.get("tokenizer_sha256") != file_hash(tokenizer_dir / "tokenizer.json", length=64)
         ):
@@ -194,6 +195,6 @@ def read_ranks_cache(tokenizer_dir: str | Path) -> tuple[dict[bytes, int], tuple
         if len(ranks) != n:
             return None
         return ranks, (dict(header["special_ids"]), int(header["vocab_size"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         log.info("encoder: %s is unreadable; parsing tokenizer.json instead", path)
         return None

@@ -61,10 +61,12 @@ def test_stop_never_signals_a_process_that_is_not_the_recorded_server(tmp_path, 
     from crawl2score.server import stop_server
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    foreground = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "prefect", "server"])
-    cmdline = Path(f"/proc/{foreground.pid}/cmdline")
-    while b"prefect" not in cmdline.read_bytes():  # until the child has exec'd (it is pytest before)
-        time.sleep(0.01)
+    look_alike = [sys.executable, "-c", "import time; time.sleep(60)", "prefect", "server", "start", "--port"]
+    foreground = subprocess.Popen([*look_alike, "9"])
+    elsewhere = subprocess.Popen([*look_alike, "4200"], start_new_session=True)  # another server's port
+    for proc in (foreground, elsewhere):
+        while b"prefect" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():  # exec'd (before: pytest)
+            time.sleep(0.01)
     try:
         path = _record(tmp_path, other.pid)
         assert stop_server(str(tmp_path), wait_s=1) == 2
@@ -75,8 +77,13 @@ def test_stop_never_signals_a_process_that_is_not_the_recorded_server(tmp_path, 
         assert stop_server(str(tmp_path), wait_s=1) == 2
         assert "runs in the foreground: stop it with Ctrl-C" in capsys.readouterr().err
         assert foreground.poll() is None and path.exists()
+
+        path = _record(tmp_path, elsewhere.pid)  # a server command line, but not for the recorded port
+        assert stop_server(str(tmp_path), wait_s=1) == 2
+        assert "no longer the Prefect server" in capsys.readouterr().err
+        assert elsewhere.poll() is None
     finally:
-        for proc in (other, foreground):
+        for proc in (other, foreground, elsewhere):
             proc.kill()
             proc.wait()
     path = _record(tmp_path, foreground.pid)  # gone now, and nothing answers at its URL

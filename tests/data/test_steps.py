@@ -83,7 +83,7 @@ def test_huge_and_non_html_records_are_skipped(tmp_path):
 def test_declared_html_that_starts_with_markup_is_read_without_sniffing(tmp_path):
     """Without a crawler-identified payload type, a body the server declares HTML and that opens with markup
     is HTML (libmagic calls a bare fragment text/plain and datatrove would drop it); declared HTML that is
-    empty or binary is still sniffed, and dropped."""
+    empty, binary, an XML feed or server-side source is still sniffed, and dropped."""
     import magic
 
     fragment = b"\xef\xbb\xbf  <p>hello from a fragment</p>"
@@ -95,6 +95,8 @@ def test_declared_html_that_starts_with_markup_is_read_without_sniffing(tmp_path
                 ("http://a.test/fragment", fragment, "text/html; charset=utf-8"),
                 ("http://a.test/empty", b"", "text/html"),
                 ("http://a.test/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "text/html"),
+                ("http://a.test/feed", b'<?xml version="1.0"?><rss><channel></channel></rss>', "text/html"),
+                ("http://a.test/jsp", b'<%@ page language="java" %>', "text/html"),
                 ("http://a.test/page", b"<!DOCTYPE html><html><body>hi</body></html>", "application/xhtml+xml"),
             ]
         )

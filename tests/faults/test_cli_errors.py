@@ -122,13 +122,15 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.parametrize("command", ["data", "run"])
 @pytest.mark.parametrize("kind", BAD_INPUTS)
-def test_local_input_that_is_no_warc_is_one_line_exit_2(kind, tmp_path, monkeypatch, capsys):
-    """Checked before anything runs: one line naming the file and what is wrong; no stage output."""
+def test_local_input_that_is_no_warc_is_one_line_exit_2(kind, command, tmp_path, monkeypatch, capsys):
+    """Checked before anything runs, by the stage and the whole pipeline alike: one line naming the file
+    and what is wrong; no stage output."""
     monkeypatch.chdir(tmp_path)
     data, needle = BAD_INPUTS[kind]
     Path("in.warc.gz").write_bytes(data)
-    assert main(["data", "--workdir", "w", "--input", "in.warc.gz"]) == 2
+    assert main([command, "--workdir", "w", "--input", "in.warc.gz"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "in.warc.gz" in err and needle in err, err
     assert not Path("w").exists()

@@ -193,6 +193,9 @@ def test_ranks_cache_is_what_parsing_gives_and_only_while_current(trained_8k: Pa
     assert read_ranks_cache(work) is None  # cut short
     (work / RANKS_CACHE).write_bytes(raw.replace(b'"pattern": "', b'"pattern": "x', 1))
     assert read_ranks_cache(work) is None  # another pattern than this code's
+    for header in (b"[]", b"null", b"[" * 100_000):
+        (work / RANKS_CACHE).write_bytes(header + raw[raw.index(b"\n") :])
+        assert read_ranks_cache(work) is None  # a header that is no object
     (work / RANKS_CACHE).write_bytes(raw)
     assert read_ranks_cache(work) == cached
     # An edited tokenizer.json (here: a special token renamed) is read afresh, not through the old cache.

@@ -129,7 +129,14 @@ def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
     assert prepare_checkpoints(str(tmp_path), "new", fresh=False) == ckpt / "superseded-old-2"
     assert sorted(p.name for p in (ckpt / "superseded-old-2").iterdir()) == sorted([RUN_CONFIG, "step-2"])
     assert (ckpt / "superseded-old" / "step-2" / "model.safetensors").read_bytes() == b"w"
-    shutil.rmtree(ckpt / "superseded-old-2")
+    # Back to that key: the copy set aside last (it went furthest) is resumed; --force removes both.
+    (ckpt / "superseded-old-2" / "step-9").mkdir()
+    assert prepare_checkpoints(str(tmp_path), "old", fresh=False) is None
+    assert (ckpt / "step-9").is_dir() and not (ckpt / "superseded-old-2").exists()
+    prepare_checkpoints(str(tmp_path), "old", fresh=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == []
+    (ckpt / "superseded-old" / "step-2").mkdir(parents=True)
+    (ckpt / "superseded-old" / "step-2" / "model.safetensors").write_bytes(b"w")
     (ckpt / "superseded-new").mkdir()  # a copy of this key set aside earlier goes too with --force
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
