@@ -36,7 +36,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if cfg.data.input:
         try:  # fail fast, with one line, before Prefect starts
-            resolve_inputs(cfg.data)
+            resolve_inputs(cfg.data, warn=False)  # the stage's task warns of bad files, once
         except InputError as exc:
             raise CLIError(str(exc)) from None
     prepare_prefect(cfg)

@@ -93,7 +93,7 @@ def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
         from crawl2score.data.inputs import InputError, resolve_inputs
 
         try:  # as `crawl2score data` does: a bad input is one line, before Prefect starts
-            resolve_inputs(cfg.data)
+            resolve_inputs(cfg.data, warn=False)  # the stage's task warns of bad files, once
         except InputError as exc:
             raise CLIError(str(exc)) from None
 

@@ -230,13 +230,14 @@ def check_local_archive(path: str) -> None:
         raise InputError(f"{path}: not a WARC file (it starts with {head[:16]!r}, not a WARC record)")
 
 
-def resolve_inputs(cfg: DataConfig) -> list[str]:
+def resolve_inputs(cfg: DataConfig, warn: bool = True) -> list[str]:
     """Every input expanded to file paths/URLs, in order, deduplicated, cut to `max_files`.
 
     Raises InputError (one line) for a missing path, an unknown crawl id, an input matching nothing, a
     local file named in `input` that is empty or not a WARC file (`check_local_archive`), or local files
     found in a folder or glob of which none is one. Some bad files among good ones are logged and left to
     the reader, which counts them as `corrupt_files`; only the files kept after `max_files` are checked.
+    `warn=False`: no warning lines (the CLI's check before Prefect starts; the stage's task logs them).
     """
     paths: list[str] = []
     named: dict[str, bool] = {}  # local path -> named in `input` itself (not found in a folder or glob)
@@ -269,9 +270,9 @@ def resolve_inputs(cfg: DataConfig) -> list[str]:
     if bad and len(bad) == len(paths):
         more = f" (and {len(bad) - 1} more: no input file is a WARC file)" if len(bad) > 1 else ""
         raise InputError(bad[0] + more)
-    for line in bad[:10]:
+    for line in bad[:10] if warn else []:
         log.warning("input: %s; the reader will count it as corrupt", line)
-    if len(bad) > 10:
+    if warn and len(bad) > 10:
         log.warning("input: %d more files that are not WARC files", len(bad) - 10)
     return paths
 

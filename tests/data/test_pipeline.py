@@ -127,6 +127,10 @@ def test_folder_with_some_bad_files_runs_and_one_with_none_good_stops(tmp_path, 
     with caplog.at_level(logging.WARNING, logger="crawl2score.data"):
         assert len(resolve_inputs(small_config(input=[str(folder)]))) == 2
     assert "b.warc.gz: not a WARC file" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crawl2score.data"):
+        assert len(resolve_inputs(small_config(input=[str(folder)]), warn=False)) == 2  # the CLI's pre-check
+    assert "b.warc.gz" not in caplog.text
     with pytest.raises(InputError, match="b.warc.gz: not a WARC file"):
         resolve_inputs(small_config(input=[str(folder / "b.warc.gz")]))
     assert resolve_inputs(small_config(input=[str(folder)], max_files=1)) == [str(folder / "a.warc.gz")]
