@@ -69,14 +69,13 @@ def _runs_prefect_server(pid: int, api_url: str) -> bool | None:
     (Linux /proc); None where that cannot be told. A recorded pid can outlive its server and be given to
     another process: that one must not be signalled."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = b"\0" + Path(f"/proc/{pid}/cmdline").read_bytes()  # arguments, each ending in NUL
     except FileNotFoundError:
         return False if Path("/proc/self").exists() else None
     except OSError:
         return None
     port = str(urlsplit(api_url).port or "").encode()
-    joined = b"\0".join(args)
-    return b"\0prefect\0server\0start\0" in b"\0" + joined + b"\0" and b"\0--port\0" + port + b"\0" in joined + b"\0"
+    return b"\0prefect\0server\0start\0" in cmdline and b"\0--port\0" + port + b"\0" in cmdline
 
 
 def start_server(home: str, host: str, port: int, wait_s: float = 120.0, foreground: bool = True) -> int:

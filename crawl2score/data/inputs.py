@@ -181,14 +181,18 @@ def zstd_stream(raw: IO[bytes]) -> IO[bytes]:
     return dctx.stream_reader(_Prefixed(head, raw), read_across_frames=True)  # type: ignore[return-value]
 
 
+def _is_zstd(head: bytes) -> bool:
+    """A zstd frame or a skippable frame (a WARC-zstd dictionary) at the start of a file."""
+    return head.startswith(ZSTD_MAGIC) or (
+        len(head) >= 4 and 0x184D2A50 <= int.from_bytes(head[:4], "little") <= 0x184D2A5F
+    )
+
+
 def open_archive(raw: IO[bytes]) -> IO[bytes]:
     """`raw` as warcio reads it: gzip and plain as they are (warcio inflates gzip), zstd inflated here."""
     head = raw.read(4)
-    is_zstd = head.startswith(ZSTD_MAGIC) or (
-        len(head) == 4 and 0x184D2A50 <= int.from_bytes(head, "little") <= 0x184D2A5F
-    )
     stream = _Prefixed(head, raw)
-    return zstd_stream(stream) if is_zstd else stream  # type: ignore[return-value]
+    return zstd_stream(stream) if _is_zstd(head) else stream  # type: ignore[return-value]
 
 
 def check_local_archive(path: str) -> None:
@@ -209,10 +213,7 @@ def check_local_archive(path: str) -> None:
                 except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
                     why = str(exc) or exc.__class__.__name__
                     raise InputError(f"{path}: not a readable gzip file ({why})") from None
-            elif (
-                head.startswith(ZSTD_MAGIC)
-                or 0x184D2A50 <= int.from_bytes(head.ljust(4, b"\0"), "little") <= 0x184D2A5F
-            ):
+            elif _is_zstd(head):
                 try:
                     head = open_archive(f).read(16)
                 except OSError:

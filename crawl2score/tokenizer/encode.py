@@ -138,10 +138,10 @@ RANKS_CACHE = "tiktoken_ranks.bin"
 RANKS_FORMAT = "crawl2score-tiktoken-ranks-v1"
 
 
-def write_ranks_cache(tokenizer_dir: str | Path, data: dict[str, Any] | None = None) -> bool:
+def write_ranks_cache(tokenizer_dir: str | Path) -> bool:
     """Write the cache for the tokenizer in `tokenizer_dir` if tiktoken can encode it; whether it did."""
     tokenizer_dir = Path(tokenizer_dir)
-    data = read_tokenizer_json(tokenizer_dir) if data is None else data
+    data = read_tokenizer_json(tokenizer_dir)
     found = ranks_from_tokenizer_json(data)
     if isinstance(found, str):
         return False

@@ -181,9 +181,9 @@ def train_tokenizer(
         encoder_name, same_ids = cfg.encoder, None
         if cfg.encoder != "tokenizers":
             write_ranks_cache(tmp)  # tiktoken's ranks, so each shard run skips parsing tokenizer.json
-        if heldout and cfg.encoder != "tokenizers":
-            encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
-            encoder_name, same_ids = encoder.name, (encoder if encoder.name == "tiktoken" else None)
+            if heldout:
+                encoder = load_encoder(tmp, cfg.encoder, cfg.workers)
+                encoder_name, same_ids = encoder.name, (encoder if encoder.name == "tiktoken" else None)
         ours = evaluate(load_tokenizer(tmp), heldout, cfg.vocab_size, same_ids=same_ids)
         base = evaluate(baseline.tokenizer, heldout, cfg.vocab_size) if baseline is not None else None
         figures: dict[str, Any] = {
