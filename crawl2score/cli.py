@@ -8,6 +8,7 @@ import sys
 
 from crawl2score import __version__
 from crawl2score.commands import CLIError, OneLineArgumentParser
+from crawl2score.errors import BadInput
 
 # Each module exposes register(subparsers); the order is the order of `--help`.
 COMMAND_MODULES = ("pipeline", "data", "tokenizer", "model", "train", "eval")
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CLIError as exc:
+    except (CLIError, BadInput) as exc:  # BadInput: bad input found inside a stage (crawl2score.errors)
         print(f"crawl2score: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the environment, not a bug: a full disk, a read-only or missing folder

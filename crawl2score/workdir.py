@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from crawl2score.errors import BadInput
+
 STAGES = ("data", "tokenizer", "tokens", "train", "eval")
 STAGE_DIRS = {"data": "data", "tokenizer": "tokenizer", "tokens": "tokens", "train": "checkpoints", "eval": "eval"}
 MARKER = ".stage.json"
@@ -109,7 +111,7 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, str | None], ...]] = {
 }
 
 
-class StageNameError(ValueError):
+class StageNameError(BadInput):
     """A stage name a run cannot use: unknown, or forced while the run does not run that stage."""
 
 

@@ -33,6 +33,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from crawl2score.errors import BadInput
 from crawl2score.eval.decoding import Generation, decode, until_checker
 from crawl2score.model.checkpoint import default_tokenizer_dir
 
@@ -43,7 +44,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TURN_STARTS = ("<｜User｜>", "<|im_start|>", "<|start_header_id|>")
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(BadInput):
     """A prompt that leaves no room for one new token in the model's context."""
 
     CONFIG_HINT = "set eval.truncate_prompts=true"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crawl2score.config import Config
+from crawl2score.errors import BadInput
 from crawl2score.tasks._prefect import logger, table_artifact
 from crawl2score.workdir import (
     clear_marker,
@@ -24,7 +25,7 @@ from crawl2score.workdir import (
 )
 
 
-class StageInputMissing(RuntimeError):
+class StageInputMissing(BadInput):
     """A stage this one reads has not completed in WORKDIR."""
 
 

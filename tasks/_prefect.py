@@ -25,7 +25,36 @@ from prefect.artifacts import (
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 
+from crawl2score.errors import BadInput
 from crawl2score.workdir import flatten_figures, format_value
+
+
+class _NoTracebackForBadInput(logging.Filter):
+    """Prefect logs a failed task or flow run with the exception's traceback, in the terminal and in the UI.
+    For :class:`BadInput` the traceback points at our code when the fix is in a file or a setting, and buries
+    the one line that says so; the record keeps its message ("Task run failed with exception:
+    CorpusError('corpus/a.jsonl.gz: cannot be read (Not a gzipped file)')") and loses the traceback.
+    Any other exception, a bug, keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BadInput):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_bad_input_tracebacks() -> None:
+    """Install the filter on the loggers Prefect's engines report run failures with (idempotent).
+
+    Called when this module is imported, which every stage flow does: in the CLI's process and in the
+    process a worker starts for a deployment run, after Prefect has set up its logging there.
+    """
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForBadInput) for f in log.filters):
+            log.addFilter(_NoTracebackForBadInput())
+
+
+quiet_bad_input_tracebacks()
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter:

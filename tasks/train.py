@@ -21,6 +21,7 @@ from typing import Any
 from prefect import task
 
 from crawl2score.config.launch import LaunchConfig
+from crawl2score.errors import BadInput
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.train_config import TrainArgs
 from crawl2score.tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
@@ -31,8 +32,12 @@ RUN_CONFIG = "run-config.json"  # the resolved config the trainer reads, in WORK
 WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # the trainer exits if this process disappears
 
 
-class TrainerError(RuntimeError):
-    """The trainer exited with an error that a retry would repeat (bad config, non-finite loss)."""
+TRAINER_ERROR_PREFIX = "crawl2score.model.train: error: "  # model/train.py's one-line errors
+
+
+class TrainerError(BadInput):
+    """The trainer exited with an error that a retry would repeat (bad config, non-finite loss): its own
+    one line says what, so it is reported as bad input is (one line, no traceback through this task)."""
 
 
 def _retry_unless_deterministic(task, task_run, state) -> bool:
@@ -208,6 +213,11 @@ class _View:
 
     def __call__(self, line: str) -> None:
         if not line.startswith("{"):
+            # The trainer's own one-line error (config, input, disk), printed before its log exists or from
+            # any rank (torchrun may prefix "[rank0]:"): the stage's failure says it instead of "exit code 2".
+            head, sep, message = line.partition(TRAINER_ERROR_PREFIX)
+            if sep and self.error is None and len(head) <= 16:
+                self.error = message.strip()
             return
         try:
             ev = json.loads(line)

@@ -42,10 +42,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     prepare_prefect(cfg)
     from crawl2score.flows.data import data_flow
 
-    try:
-        result = data_flow(config=cfg, force=args.force)
-    except InputError as exc:  # bad input found while reading it (nothing kept): one line
-        raise CLIError(str(exc)) from None
+    result = data_flow(config=cfg, force=args.force)  # bad input found while reading it: BadInput, one line
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -66,16 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = None if args.stages is None else run
     _check_first_stage_inputs(cfg, run)
     prepare_prefect(cfg)
-    from crawl2score.data.inputs import InputError
-    from crawl2score.eval.lm import PromptTooLong
-    from crawl2score.flows._stage import StageInputMissing
     from crawl2score.flows.pipeline import pipeline
-    from crawl2score.tokenizer.corpus import CorpusError
 
-    try:
-        result = pipeline(config=cfg, force=force or [], stages=stages)
-    except (InputError, CorpusError, StageInputMissing, PromptTooLong) as exc:  # bad input, not a bug: one line
-        raise CLIError(str(exc)) from None
+    result = pipeline(config=cfg, force=force or [], stages=stages)  # bad input raises BadInput: one line (cli.py)
     print(json.dumps(result, indent=2, default=str))
     print(f"report: {Path(cfg.workdir).resolve() / 'report.md'}")
     return 0

@@ -19,6 +19,7 @@ from crawl2score.config.data import DataConfig
 from crawl2score.config.eval import EvalConfig
 from crawl2score.config.launch import LaunchConfig
 from crawl2score.config.tokenizer import TokenizerConfig
+from crawl2score.errors import BadInput
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.presets import PRESETS, get_preset
 from crawl2score.model.train_config import TrainArgs
@@ -27,7 +28,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PRESET = "tiny"
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A configuration problem, always one line: what input, which field, what is wrong."""
 
 

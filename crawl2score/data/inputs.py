@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from crawl2score.config.data import DataConfig
+from crawl2score.errors import BadInput
 from crawl2score.workdir import stable_hash
 
 CRAWL_ID = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.zst", ".arc.gz")
 
 
-class InputError(ValueError):
+class InputError(BadInput):
     """An input that cannot be used (missing path, unknown crawl id); one line, shown by the CLI as is."""
 
 

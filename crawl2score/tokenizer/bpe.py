@@ -32,6 +32,8 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from crawl2score.errors import BadInput
+
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 PAD = "<｜▁pad▁｜>"
@@ -78,7 +80,7 @@ TIKTOKEN_PATTERN = PRE_TOKENIZE_PATTERN + r"|[^\p{L}\p{M}\p{N}\p{P}\p{S}\s]+"
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 
-class VocabShortfallError(RuntimeError):
+class VocabShortfallError(BadInput):
     """The corpus has too few distinct pairs to learn the configured vocabulary (require_exact_vocab)."""
 
 

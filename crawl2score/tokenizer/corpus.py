@@ -17,10 +17,14 @@ import hashlib
 import io
 import json
 import os
+import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from crawl2score.errors import BadInput
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -28,7 +32,7 @@ PARQUET_SUFFIXES = (".parquet",)
 UNKNOWN_LANGUAGE = "und"
 
 
-class CorpusError(ValueError):
+class CorpusError(BadInput):
     """No usable input: the message names the path and what is missing."""
 
 
@@ -94,14 +98,55 @@ def files_fingerprint(files: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The bytes of a .zst file (one frame or several back to back); EOFError if it ends inside a frame.
+
+    Written here because zstandard's own readers (`zstandard.open`, `stream_reader`) return what they have when
+    the input stops mid-frame: a .jsonl.zst cut short in a copy would silently train on part of itself.
+    Each frame's `decompressobj` says whether the frame ended.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard  # datatrove[io] dependency; only needed for .zst input
+
+        super().__init__()
+        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
+        self._frame: Any = None
+        self._out, self._pos = memoryview(b""), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos == len(self._out):
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._frame is not None and not self._frame.eof:
+                    raise EOFError("zstd frame cut short: the file ends inside it")
+                return 0
+            parts = []
+            while chunk:
+                if self._frame is None or self._frame.eof:
+                    self._frame = self._dctx.decompressobj()
+                parts.append(self._frame.decompress(chunk))
+                chunk = self._frame.unused_data if self._frame.eof else b""
+            self._out, self._pos = memoryview(b"".join(parts)), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open_text(path: Path) -> IO[str]:
     name = path.name.lower()
     if name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     if name.endswith(".zst"):
-        import zstandard  # datatrove[io] dependency; only needed for .zst input
-
-        return io.TextIOWrapper(zstandard.open(path, "rb"), encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(io.BufferedReader(_ZstdFrames(open(path, "rb"))), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
 
@@ -149,13 +194,37 @@ def _iter_text(path: Path) -> Iterator[Document]:
         yield Document(f.read(), path.name, UNKNOWN_LANGUAGE)
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt, cut or unreadable file raises while it is read: gzip/zlib, zstd, Parquet, the OS.
+
+    zstandard and pyarrow are looked up only if a reader already imported them (importing pyarrow costs ~0.3 s).
+    """
+    errors: list[type[BaseException]] = [OSError, EOFError, zlib.error]
+    if "zstandard" in sys.modules:
+        errors.append(sys.modules["zstandard"].ZstdError)
+    if "pyarrow" in sys.modules:
+        errors.append(sys.modules["pyarrow"].ArrowException)
+    return tuple(errors)
+
+
 def iter_documents(files: Iterable[Path], on_file_done: Callable[[Path], None] | None = None) -> Iterator[Document]:
-    """Every non-empty document of every file, in file order then line order."""
+    """Every non-empty document of every file, in file order then line order.
+
+    A file that cannot be read (not gzip, cut short, not Parquet, no permission) stops the stage with a
+    :class:`CorpusError` naming it: the library's own message alone ("Not a gzipped file (b'ga')") does not
+    say which of a thousand files is broken.
+    """
     readers = {"jsonl": _iter_jsonl, "parquet": _iter_parquet, "text": _iter_text}
     for path in files:
-        for doc in readers[_kind(path) or "text"](path):
-            if doc.text:
-                yield doc
+        try:
+            for doc in readers[_kind(path) or "text"](path):
+                if doc.text:
+                    yield doc
+        except CorpusError:
+            raise
+        except _read_errors() as exc:
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise CorpusError(f"{path}: cannot be read ({why})") from None
         if on_file_done is not None:
             on_file_done(path)
 

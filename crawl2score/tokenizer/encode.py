@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from crawl2score.errors import BadInput
 from crawl2score.tokenizer.bpe import (
     BOS,
     EOS,
@@ -90,7 +91,7 @@ class TiktokenEncoder:
         return self.encoding.encode_ordinary_batch(texts, num_threads=self.workers)  # type: ignore[return-value]
 
 
-class EncoderError(ValueError):
+class EncoderError(BadInput):
     """tiktoken was asked for but cannot reproduce this tokenizer."""
 
 

@@ -159,6 +159,40 @@ def test_each_stage_deployment_in_order_on_a_shared_work_directory(server, deplo
         assert (tmp_path / "work" / {"train": "checkpoints"}.get(stage, stage) / ".stage.json").is_file(), stage
 
 
+def run_logs(server, run_id: str, until: str, timeout_s: float = 60) -> list[str]:
+    """The run's log lines as the UI lists them, once one containing `until` has arrived (the flow-run
+    process sends its last lines as it exits, after the run's final state)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = api(server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        messages = [entry["message"] for entry in logs]
+        if any(until in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(1)
+
+
+def test_bad_input_fails_the_run_with_one_line_naming_the_file_and_no_traceback(server, deployed, tmp_path) -> None:
+    """A user's corpus with a broken file, started from the UI: the run fails, its state and its log say which
+    file and what is wrong in one line each, with no traceback through our code, and nothing is written."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "00000.jsonl").write_text('{"text": "a good document", "metadata": {"language": "en"}}\n')
+    broken = corpus / "00001.jsonl.gz"
+    broken.write_bytes(b"<html>an error page saved as .gz</html>")
+    config = dict(deployment(server, "tokenizer/tokenizer")["parameters"]["config"], workdir=str(tmp_path / "work"))
+    config["tokenizer"] = dict(config["tokenizer"], input=str(corpus))
+
+    run = run_deployment(server, "tokenizer/tokenizer", {"config": config})
+    assert run["state"]["type"] == "FAILED"
+    line = f"{broken}: cannot be read (Not a gzipped file"
+    assert line in run["state"]["message"]
+    messages = run_logs(server, run["id"], until="Encountered exception")
+    assert any(line in m and m.startswith("Task run failed") for m in messages), messages
+    assert any(line in m and m.startswith("Encountered exception") for m in messages), messages
+    assert not [m for m in messages if "Traceback" in m], messages
+    assert not (tmp_path / "work" / "tokenizer").exists()
+
+
 def trainer_pids(workdir: Path) -> list[int]:
     """Live trainer processes of this work directory (their command line names its run config)."""
     pids = []

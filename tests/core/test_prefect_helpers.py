@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -84,3 +85,46 @@ def test_stage_skips_when_key_matches(tmp_path, prefect_harness) -> None:
     assert not first["skipped"] and second["skipped"] and not forced["skipped"]
     assert len(calls) == 2 and first["key"] == second["key"] == forced["key"]
     assert (tmp_path / "report.json").exists()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("bad_input", [True, False], ids=["bad-input", "bug"])
+def test_failed_run_logs_bad_input_as_one_line_and_a_bug_with_its_traceback(prefect_harness, bad_input) -> None:
+    """What the run's log shows (terminal and UI alike: both are handlers behind these loggers)."""
+    from prefect import task
+
+    from crawl2score.errors import BadInput
+    from crawl2score.tasks import _prefect  # noqa: F401  (installs the filter, as every stage flow does)
+
+    error = BadInput("corpus/a.jsonl.gz: cannot be read") if bad_input else ValueError("an index out of range")
+
+    @task
+    def read() -> None:
+        raise error
+
+    @flow
+    def stage() -> None:
+        read()
+
+    handler = _Records()
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect.flow_runs")]
+    for log in loggers:
+        log.addHandler(handler)
+    try:
+        with pytest.raises(type(error)):
+            stage()
+    finally:
+        for log in loggers:
+            log.removeHandler(handler)
+    failures = [r for r in handler.records if r.levelno >= logging.ERROR and str(error) in r.getMessage()]
+    assert {r.name for r in failures} == {"prefect.task_runs", "prefect.flow_runs"}
+    with_traceback = {r.name for r in failures if r.exc_info}
+    assert with_traceback == (set() if bad_input else {"prefect.task_runs", "prefect.flow_runs"})

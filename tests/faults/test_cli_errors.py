@@ -158,3 +158,35 @@ def test_data_stage_that_reads_no_page_fails_and_one_that_keeps_none_says_so(tmp
     assert main(["tokenizer", "--workdir", "w2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the data stage kept no document" in err, err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("00001.jsonl.gz", b"<html>an error page saved as .gz</html>", "00001.jsonl.gz: cannot be read (Not a gzipped"),
+        ("00001.jsonl", b'{"text": "fine"}\n{"text": cut', "00001.jsonl:2: not valid JSON"),
+    ],
+    ids=["not-gzip", "bad-json-line"],
+)
+def test_broken_corpus_file_found_by_the_tokenizer_stage_is_one_line_exit_2(name, content, needle, tmp_path):
+    """Found while the stage reads (after the start check), run as a user runs it: Prefect's run log says it
+    without a traceback, the last line is the error naming the file, exit 2, and no tokenizer is written
+    (once: a traceback and exit 1 for a bad JSON line, and the gzip error named no file)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "00000.jsonl").write_text('{"text": "a good document", "metadata": {"language": "en"}}\n')
+    (corpus / name).write_bytes(content)
+    res = subprocess.run(
+        [sys.executable, "-m", "crawl2score", "tokenizer", "--workdir", "w", "--input", "corpus"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PREFECT_HOME=str(tmp_path / ".prefect")),
+        timeout=300,
+    )
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2, res.stderr
+    assert last.startswith(f"crawl2score: error: {Path('corpus', name)}") and needle in last, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert "Task run failed with exception: CorpusError(" in res.stderr, res.stderr  # the run's log, one line
+    assert not (tmp_path / "w" / "tokenizer").exists()

@@ -60,6 +60,56 @@ def test_bad_json_names_file_and_line(tmp_path: Path) -> None:
         list(iter_documents(find_input_files(tmp_path)))
 
 
+def test_zstd_corpus_of_several_frames_reads_whole(tmp_path: Path) -> None:
+    """A .jsonl.zst as concatenated writers leave it (frames back to back), larger than one read."""
+    import random
+
+    import zstandard
+
+    rng = random.Random(0)  # incompressible text, so the file spans several 1 MiB reads
+    records = [{"text": "".join(rng.choices("abcdefghij klmn", k=2000)), "id": str(i)} for i in range(1500)]
+    lines = [json.dumps(r) + "\n" for r in records]
+    half = len(lines) // 2
+    cctx = zstandard.ZstdCompressor()
+    data = cctx.compress("".join(lines[:half]).encode()) + cctx.compress("".join(lines[half:]).encode())
+    assert len(data) > 1 << 20
+    (tmp_path / "c.jsonl.zst").write_bytes(data)
+    docs = list(iter_documents(find_input_files(tmp_path)))
+    assert [d.text for d in docs] == [r["text"] for r in records]
+
+
+def _broken_files() -> dict[str, tuple[bytes, str]]:
+    """A file of each readable kind, broken the ways files break: (content, what the error says)."""
+    import zstandard
+
+    good = gzip.compress(b'{"text": "a document"}\n' * 200)
+    flipped = good[:12] + bytes([good[12] ^ 0xFF]) + good[13:]
+    return {
+        "not-gzip.jsonl.gz": (b"<html>an error page saved as .gz</html>", "Not a gzipped file"),
+        "cut.jsonl.gz": (good[: len(good) // 2], "cannot be read"),
+        "bad-deflate.jsonl.gz": (flipped, "cannot be read"),
+        "cut.jsonl.zst": (
+            zstandard.ZstdCompressor().compress(b'{"text": "a document"}\n' * 200)[:20],
+            "cannot be read",
+        ),
+        "not-parquet.parquet": (b"PAR1 then nothing of a parquet file", "cannot be read"),
+        "cut.txt.gz": (gzip.compress(b"plain text " * 500)[:30], "cannot be read"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_broken_files()))
+def test_unreadable_file_names_itself(tmp_path: Path, name: str) -> None:
+    """One broken file among good ones: the error names it (the library's message alone names none)."""
+    content, needle = _broken_files()[name]
+    _write_jsonl(tmp_path / "a-good.jsonl", _records(3, "en"))
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CorpusError) as caught:
+        list(iter_documents(find_input_files(tmp_path)))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / name}: cannot be read (") and needle in message, message
+    assert "\n" not in message
+
+
 def _sample(docs, **kw):
     args = {
         "language_weights": {"en": 1.0, "zh": 1.0},

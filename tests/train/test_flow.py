@@ -3,6 +3,7 @@ trainer killed and reported as such (not as slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -52,6 +53,20 @@ def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir
     pattern = r"step \d+/4 · loss [\d.]+ · [\d.]+[kMG]? tok/s · lr [\d.e+-]+ · MaxVio [\d.]+"
     assert all(re.fullmatch(pattern, s) for s in steps), steps
     assert not any(s and s.startswith("{") for s in shown)
+
+
+def test_trainer_config_error_fails_the_stage_with_its_one_line_and_no_retry(prefect_harness, tmp_path, tokens_dir):
+    """The trainer's own check (exit 2): the stage fails with that line as a BadInput, which the CLI prints
+    as one line with exit 2 and Prefect logs without a traceback; a retry would repeat it, so none is made."""
+    from crawl2score.errors import BadInput
+    from crawl2score.flows.train import train_flow
+
+    cfg = _config(tmp_path, tokens_dir, steps=2)
+    cfg = cfg.model_copy(update={"model": dataclasses.replace(cfg.model, vocab_size=200)})
+    with pytest.raises(BadInput, match=r"tokens use \d+ ids; model.vocab_size is 200") as caught:
+        train_flow(config=cfg, nproc=1)
+    assert type(caught.value).__name__ == "TrainerError"
+    assert not (tmp_path / "work/checkpoints/latest").exists()
 
 
 def _stop_trainer_child(found: list[int], timeout_s: float = 60.0) -> None:
