@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from crawl2score.errors import BadInput
+
 REPO = Path(__file__).resolve().parent.parent
 ENV_VAR = "CRAWL2SCORE_BENCHMARKS_DIR"
 
@@ -74,15 +76,35 @@ def benchmark_path(name: str, directory: str | os.PathLike[str] | None = None) -
     return benchmarks_dir(directory) / FILES[short_name(name)]
 
 
+REQUIRED_FIELDS = ("id", "problem", "answer")
+
+
+class BenchmarkError(BadInput):
+    """A benchmark file that is missing or not records with `id`, `problem` and `answer`; names file and line."""
+
+
 @lru_cache(maxsize=16)
 def _load(path: str) -> tuple[dict[str, Any], ...]:
+    records = []
     with open(path, encoding="utf-8") as f:
-        return tuple(json.loads(line) for line in f if line.strip())
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise BenchmarkError(f"{path}:{n}: not valid JSON ({exc})") from None
+            missing = [k for k in REQUIRED_FIELDS if k not in record] if isinstance(record, dict) else None
+            if missing is None or missing:
+                what = f"lacks {', '.join(missing)}" if missing else "is not a JSON object"
+                raise BenchmarkError(f"{path}:{n}: the record {what} (need {', '.join(REQUIRED_FIELDS)})")
+            records.append(record)
+    return tuple(records)
 
 
 def load_benchmark(name: str, directory: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """The benchmark's records (`id`, `problem`, `answer`, ...), in file order."""
     path = benchmark_path(name, directory)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: benchmark file not found (set ${ENV_VAR} or eval.benchmarks_dir)")
+        raise BenchmarkError(f"{path}: benchmark file not found (set ${ENV_VAR} or eval.benchmarks_dir)")
     return [dict(r) for r in _load(str(path.resolve()))]

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from crawl2score.errors import BadInput
+
 
 @dataclass
 class ModelArgs:
@@ -61,22 +63,22 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         if self.score_func not in ("sigmoid", "softmax"):
-            raise ValueError(f"score_func must be 'sigmoid' or 'softmax', got {self.score_func!r}")
+            raise BadInput(f"score_func must be 'sigmoid' or 'softmax', got {self.score_func!r}")
         if self.n_routed_experts % max(self.n_expert_groups, 1):
-            raise ValueError("n_routed_experts must be divisible by n_expert_groups")
+            raise BadInput("n_routed_experts must be divisible by n_expert_groups")
         if not 1 <= self.n_limited_groups <= self.n_expert_groups:
-            raise ValueError("need 1 <= n_limited_groups <= n_expert_groups")
+            raise BadInput("need 1 <= n_limited_groups <= n_expert_groups")
         if self.n_activated_experts > self.n_routed_experts:
-            raise ValueError("n_activated_experts exceeds n_routed_experts")
+            raise BadInput("n_activated_experts exceeds n_routed_experts")
         per_group = self.n_routed_experts // self.n_expert_groups
         if self.n_expert_groups > 1 and per_group < 2:
-            raise ValueError("group-limited routing scores a group by its top-2 experts: need >= 2 per group")
+            raise BadInput("group-limited routing scores a group by its top-2 experts: need >= 2 per group")
         if self.n_expert_groups > 1 and self.n_limited_groups * per_group < self.n_activated_experts:
-            raise ValueError("kept groups hold fewer experts than n_activated_experts")
+            raise BadInput("kept groups hold fewer experts than n_activated_experts")
         if self.qk_rope_head_dim % 2:
-            raise ValueError("qk_rope_head_dim must be even (RoPE rotates pairs)")
+            raise BadInput("qk_rope_head_dim must be even (RoPE rotates pairs)")
         if not 0 <= self.n_dense_layers <= self.n_layers:
-            raise ValueError("n_dense_layers must be within [0, n_layers]")
+            raise BadInput("n_dense_layers must be within [0, n_layers]")
 
     @property
     def qk_head_dim(self) -> int:
@@ -103,7 +105,7 @@ class ModelArgs:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ModelArgs keys: {unknown}")
+            raise BadInput(f"unknown ModelArgs keys: {unknown}")
         return cls(**d)
 
     def replace(self, **overrides: Any) -> ModelArgs:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
+from crawl2score.errors import BadInput
 from crawl2score.model.moe import Experts, MoE, _autocast_dtype, grouped_mm_supported
 
 
@@ -56,7 +57,7 @@ def shard_experts(
             continue
         E = m.args.n_routed_experts
         if E % size:
-            raise ValueError(f"{E} routed experts do not split over {size} expert-parallel ranks")
+            raise BadInput(f"{E} routed experts do not split over {size} expert-parallel ranks")
         n_local = E // size
         first = rank * n_local
         ex = m.experts
@@ -143,7 +144,7 @@ def expert_parallel_groups(world_size: int, size: int) -> tuple[dist.ProcessGrou
     node's GPUs first), replica groups the ranks at the same place in each block. Every rank creates
     every group, as `new_group` requires."""
     if size < 1 or world_size % size:
-        raise ValueError(f"train.expert_parallel {size} does not divide the {world_size} ranks")
+        raise BadInput(f"train.expert_parallel {size} does not divide the {world_size} ranks")
     rank = dist.get_rank()
     ep_group = replicas = None
     for start in range(0, world_size, size):

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from crawl2score.errors import BadInput
+
 TOKEN_DTYPE = np.dtype("<u4")
 INDEX_DTYPE = np.dtype("<i8")
 
@@ -38,7 +40,7 @@ class TokenShards:
             raise FileNotFoundError(f"{manifest_path}: no token manifest (run `crawl2score tokens` first)")
         self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         if self.manifest.get("dtype") != "uint32":
-            raise ValueError(f"{manifest_path}: dtype {self.manifest.get('dtype')!r}, expected 'uint32'")
+            raise BadInput(f"{manifest_path}: dtype {self.manifest.get('dtype')!r}, expected 'uint32'")
         self.vocab_size: int = int(self.manifest["vocab_size"])
         self.bos_id: int = int(self.manifest["bos_id"])
         self.eos_id: int = int(self.manifest["eos_id"])
@@ -50,7 +52,7 @@ class TokenShards:
             bin_path = self.path / shard["path"]
             idx_path = self.path / shard.get("index", Path(shard["path"]).with_suffix(".idx").name)
             if bin_path.stat().st_size != n * TOKEN_DTYPE.itemsize:
-                raise ValueError(f"{bin_path}: {bin_path.stat().st_size} bytes, manifest says {n} tokens")
+                raise BadInput(f"{bin_path}: {bin_path.stat().st_size} bytes, manifest says {n} tokens")
             self._tokens.append(_memmap(bin_path, TOKEN_DTYPE, n))
             self._index.append(_memmap(idx_path, INDEX_DTYPE, d + 1))
         counts = [len(t) for t in self._tokens]
@@ -66,7 +68,7 @@ class TokenShards:
     def num_sequences(self, seq_len: int) -> int:
         """Windows of seq_len + 1 ids that fit, consecutive ones sharing their boundary token."""
         if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+            raise BadInput(f"seq_len must be >= 1, got {seq_len}")
         return max(0, (self.num_tokens - 1) // seq_len)
 
     def _window(self, i: int, seq_len: int) -> tuple[int, int]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from crawl2score.errors import BadInput
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.expert_parallel import (
     clip_grad_norm_ep_,
@@ -95,7 +96,7 @@ class SequenceStream:
         self.seed = seed
         self.n = self.shards.num_sequences(seq_len)
         if self.n < 1:
-            raise ValueError(f"{tokens_dir}: {self.shards.num_tokens} tokens hold no sequence of {seq_len + 1}")
+            raise BadInput(f"{tokens_dir}: {self.shards.num_tokens} tokens hold no sequence of {seq_len + 1}")
         self._perm: tuple[int, np.ndarray] | None = None
 
     def _index(self, g: int) -> int:
@@ -173,6 +174,10 @@ def setup_distributed(train: TrainArgs) -> tuple[int, int, torch.device]:
     else:
         device = torch.device(train.device)
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"train.device {train.device}: this machine has no CUDA device torch can use")
+        if device.index is None:  # "cuda" under torchrun: each rank its own GPU, as "auto" does
+            device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -204,15 +209,15 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], workdir: Path):
         self.args = args = TrainArgs.from_dict(cfg.get("train", {}))
         self.model_args = model_args_from(cfg.get("model", {}))
+        if args.seq_len > self.model_args.max_seq_len:  # the rotary tables stop at max_seq_len
+            raise BadInput(f"train.seq_len {args.seq_len} exceeds model.max_seq_len {self.model_args.max_seq_len}")
         self.rank, self.world, self.device = setup_distributed(args)
         if args.global_batch_size % self.world:
-            raise ValueError(
-                f"train.global_batch_size {args.global_batch_size} is not a multiple of {self.world} ranks"
-            )
+            raise BadInput(f"train.global_batch_size {args.global_batch_size} is not a multiple of {self.world} ranks")
         self.ckpt_dir = workdir / "checkpoints"
         self.data = SequenceStream(args.tokens_dir or workdir / "tokens", args.seq_len, args.seed)
         if self.data.shards.vocab_size > self.model_args.vocab_size:
-            raise ValueError(
+            raise BadInput(
                 f"tokens use {self.data.shards.vocab_size} ids; model.vocab_size is {self.model_args.vocab_size}"
             )
         self.model = self._build_model()
@@ -268,7 +273,7 @@ class Trainer:
             return None
         state = json.loads((resume / "train_state.json").read_text())
         if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
+            raise BadInput(
                 f"{resume} was written by a different model/train config; remove {self.ckpt_dir} or rerun with --force"
             )
         state = load_checkpoint_into(resume, self.model, self.optimizer)
@@ -454,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = read_config(opts.config)
         code = train(cfg, Path(opts.workdir or cfg.get("workdir", "work")).resolve())
-    except (ValueError, KeyError, OSError) as exc:  # OSError: a missing input, a full disk
+    # The trainer's own checks (BadInput) and the environment (OSError: a missing input, a full disk) are one
+    # line and exit 2, which the train task does not retry; anything else is a bug and keeps its traceback.
+    except (BadInput, OSError) as exc:
         print(f"crawl2score.model.train: error: {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:

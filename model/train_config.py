@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from crawl2score.errors import BadInput
+
 # Keys that change how a run is observed or stored, not what it computes: a checkpoint written under
 # other values of these still resumes (see `TrainArgs.fingerprint_dict`).
 VOLATILE_KEYS = frozenset(
@@ -84,23 +86,23 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError("train.steps must be >= 1")
+            raise BadInput("train.steps must be >= 1")
         if self.micro_batch_size < 1 or self.global_batch_size < 1:
-            raise ValueError("train batch sizes must be >= 1")
+            raise BadInput("train batch sizes must be >= 1")
         if self.parallelism not in ("ddp", "fsdp"):
-            raise ValueError(f"train.parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
+            raise BadInput(f"train.parallelism must be 'ddp' or 'fsdp', got {self.parallelism!r}")
         if self.expert_parallel < 1:
-            raise ValueError("train.expert_parallel must be >= 1")
+            raise BadInput("train.expert_parallel must be >= 1")
         if self.dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"train.dtype must be auto, bf16 or fp32, got {self.dtype!r}")
+            raise BadInput(f"train.dtype must be auto, bf16 or fp32, got {self.dtype!r}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError("train.warmup_steps must be >= 0")
+            raise BadInput("train.warmup_steps must be >= 0")
         if not 0.0 <= self.lr_decay_start_tokens <= self.lr_decay_end_tokens <= self.lr_final_start_tokens:
-            raise ValueError("need 0 <= train.lr_decay_start_tokens <= lr_decay_end_tokens <= lr_final_start_tokens")
+            raise BadInput("need 0 <= train.lr_decay_start_tokens <= lr_decay_end_tokens <= lr_final_start_tokens")
         if self.ref_tokens <= 0 or self.batch_ramp_tokens < 0:
-            raise ValueError("train.ref_tokens must be > 0 and train.batch_ramp_tokens >= 0")
+            raise BadInput("train.ref_tokens must be > 0 and train.batch_ramp_tokens >= 0")
         if self.batch_ramp_start > self.global_batch_size:
-            raise ValueError("train.batch_ramp_start must not exceed train.global_batch_size")
+            raise BadInput("train.batch_ramp_start must not exceed train.global_batch_size")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,5 +116,5 @@ class TrainArgs:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"train: unknown key(s) {sorted(unknown)}")
+            raise BadInput(f"train: unknown key(s) {sorted(unknown)}")
         return cls(**d)

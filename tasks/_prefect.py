@@ -57,6 +57,18 @@ def quiet_bad_input_tracebacks() -> None:
 quiet_bad_input_tracebacks()
 
 
+def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """A task's `retry_condition_fn`: retry what may pass next time (a dropped connection, a crashed trainer,
+    which resumes); a BadInput fails the same way again, so it ends the run at once."""
+    try:
+        state.result()
+    except BadInput:
+        return False
+    except Exception:
+        return True
+    return False
+
+
 def logger() -> logging.Logger | logging.LoggerAdapter:
     try:
         return get_run_logger()

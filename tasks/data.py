@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 
 from crawl2score.config.data import DataConfig
-from crawl2score.tasks._prefect import Progress, logger, table_artifact
+from crawl2score.tasks._prefect import Progress, logger, retry_unless_bad_input, table_artifact
 
 
 @task(name="data-sample", task_run_name="sample {pages} pages")
@@ -20,21 +20,7 @@ def write_sample_data(out_dir: str, pages: int = 2400, seed: int = 0) -> dict[st
     return {"pages": manifest["pages"], "html_pages": manifest["html_pages"], "counts": manifest["counts"]}
 
 
-def _retry_unless_input_error(task, task_run, state) -> bool:
-    """Retry transient I/O failures only: a missing path stays missing."""
-    from crawl2score.data.inputs import InputError
-
-    try:
-        state.result()
-    except InputError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-# Remote inputs (warc.paths.gz, HEAD of URLs) can fail transiently; InputError (404, missing path) cannot.
-@task(name="data-inputs", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_input_error)
+@task(name="data-inputs", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_bad_input)
 def data_inputs_task(cfg: DataConfig, workdir: str) -> list[str]:
     """The input files/URLs: `data.input` resolved, or the generated sample when it is empty."""
     from crawl2score.data.inputs import ensure_input

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 
 from crawl2score.config.eval import EvalConfig
-from crawl2score.tasks._prefect import Progress, logger, table_artifact
+from crawl2score.tasks._prefect import Progress, logger, retry_unless_bad_input, table_artifact
 from crawl2score.workdir import atomic_write_json
 
 
@@ -47,7 +47,7 @@ def evaluate_checkpoint_task(
     return {"checkpoint": checkpoint_lineage(step), "results": results}
 
 
-@task(name="eval-contamination", retries=1, retry_delay_seconds=5)
+@task(name="eval-contamination", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_bad_input)
 def contamination_task(corpus: str, benchmarks: list[str], benchmarks_dir: str | None, ngram: int) -> dict[str, Any]:
     from crawl2score.benchmarks import short_name
     from crawl2score.eval.contamination import contamination_report

@@ -24,7 +24,15 @@ from crawl2score.config.launch import LaunchConfig
 from crawl2score.errors import BadInput
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.train_config import TrainArgs
-from crawl2score.tasks._prefect import HangError, Progress, logger, markdown_artifact, run_streaming, table_artifact
+from crawl2score.tasks._prefect import (
+    HangError,
+    Progress,
+    logger,
+    markdown_artifact,
+    retry_unless_bad_input,
+    run_streaming,
+    table_artifact,
+)
 from crawl2score.workdir import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,17 +46,6 @@ TRAINER_ERROR_PREFIX = "crawl2score.model.train: error: "  # model/train.py's on
 class TrainerError(BadInput):
     """The trainer exited with an error that a retry would repeat (bad config, non-finite loss): its own
     one line says what, so it is reported as bad input is (one line, no traceback through this task)."""
-
-
-def _retry_unless_deterministic(task, task_run, state) -> bool:
-    """Crashes, hangs and kills are retried (the trainer resumes); a config error or NaN loss is not."""
-    try:
-        state.result()
-    except TrainerError:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 def trainer_command(config_path: Path, workdir: str, nproc: int, launch: LaunchConfig | None = None) -> list[str]:
@@ -217,7 +214,8 @@ class _View:
             # any rank (torchrun may prefix "[rank0]:"): the stage's failure says it instead of "exit code 2".
             head, sep, message = line.partition(TRAINER_ERROR_PREFIX)
             if sep and self.error is None and len(head) <= 16:
-                self.error = message.strip()
+                # Two ranks printing at once can share a line: keep the first message only.
+                self.error = message.split(TRAINER_ERROR_PREFIX)[0].strip()
             return
         try:
             ev = json.loads(line)
@@ -331,7 +329,7 @@ def report_run(workdir: str, figures: dict[str, Any]) -> None:
     markdown_artifact("train-report", md, description="loss curve and final figures")
 
 
-@task(name="train", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_unless_deterministic)
+@task(name="train", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_bad_input)
 def train_task(
     model: ModelArgs, train: TrainArgs, workdir: str, key: str, nproc: int = 1, launch: LaunchConfig | None = None
 ) -> dict[str, Any]:
@@ -362,10 +360,12 @@ def train_task(
         log.error("train: HUNG — no step for %.0f s after step %s; trainer killed", hang_s, view.hang_step)
         raise
     if code != 0:
-        reason = view.error or f"trainer exited with code {code} (see the log above)"
-        if code in (2, 3):  # bad config / non-finite loss: the same again on a retry
-            raise TrainerError(reason)
-        raise RuntimeError(reason)
+        # The trainer prints its own error line for bad config or input (exit 2) and a non-finite loss (exit 3):
+        # the same again on a retry. torchrun exits 1 whatever its ranks did, so the line decides, not the code.
+        # A bug prints a traceback instead, exits 1 and is retried like a crash.
+        if view.error is not None or code in (2, 3):
+            raise TrainerError(view.error or f"trainer exited with code {code} (see the log above)")
+        raise RuntimeError(f"trainer exited with code {code} (see the log above)")
     metrics = read_metrics(workdir)
     figures = final_figures(metrics, start or None)
     view.progress.finish()

@@ -94,9 +94,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CLIError(str(exc).replace(PromptTooLong.CONFIG_HINT, PromptTooLong.MODEL_ARGS_HINT)) from None
     args.overrides = [*args.overrides, *_eval_overrides(args)]
     cfg = config_from_args(args)
-    try:
-        from crawl2score.benchmarks import short_name
+    from crawl2score.benchmarks import load_benchmark, short_name
 
+    try:
         for t in cfg.eval.benchmarks:
             short_name(t)
     except KeyError as exc:
@@ -108,6 +108,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             resolve_checkpoint(ckpt)
         except FileNotFoundError as exc:
             raise CLIError(f"no checkpoint to evaluate: {exc} (run `crawl2score train` or pass --checkpoint)") from None
+    for t in cfg.eval.benchmarks:  # a missing or broken file: one line (BadInput) before Prefect starts
+        load_benchmark(t, cfg.eval.benchmarks_dir)
     prepare_prefect(cfg)
     from crawl2score.eval.lm import PromptTooLong
     from crawl2score.flows.eval import eval_flow

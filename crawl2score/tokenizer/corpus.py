@@ -119,7 +119,9 @@ class _ZstdFrames(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         while self._pos == len(self._out):
-            chunk = self._raw.read(1 << 20)
+            # A few KiB of input at a time: decompressobj inflates all it is given at once, and highly
+            # repetitive text inflates ~10,000-fold, so this bounds memory to ~25 MB in the worst case.
+            chunk = self._raw.read(1 << 11)
             if not chunk:
                 if self._frame is not None and not self._frame.eof:
                     raise EOFError("zstd frame cut short: the file ends inside it")
@@ -165,7 +167,9 @@ def _iter_jsonl(path: Path) -> Iterator[Document]:
             try:
                 record = json.loads(line)
             except ValueError as exc:
-                raise CorpusError(f"{path}:{lineno + 1}: not valid JSON ({exc.msg})") from None
+                raise CorpusError(f"{path}:{lineno + 1}: not valid JSON ({exc})") from None
+            if not isinstance(record, dict):
+                raise CorpusError(f"{path}:{lineno + 1}: not a JSON object (a {type(record).__name__})")
             text = record.get("text")
             if not isinstance(text, str):
                 raise CorpusError(f"{path}:{lineno + 1}: no string field 'text'")
@@ -184,8 +188,9 @@ def _iter_parquet(path: Path) -> Iterator[Document]:
     for batch in pf.iter_batches(batch_size=1024, columns=columns):
         for record in batch.to_pylist():
             text = record.get("text")
-            if isinstance(text, str):
-                yield Document(text, str(record.get("id") or f"{path.name}:{row}"), _language(record))
+            if not isinstance(text, str):  # as for JSONL: a row without text is an error, not a silent skip
+                raise CorpusError(f"{path}: row {row}: no string 'text' (a {type(text).__name__})")
+            yield Document(text, str(record.get("id") or f"{path.name}:{row}"), _language(record))
             row += 1
 
 
@@ -224,6 +229,7 @@ def iter_documents(files: Iterable[Path], on_file_done: Callable[[Path], None] |
             raise
         except _read_errors() as exc:
             why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            why = " ".join(repr(why)[1:-1].split())  # one line: pyarrow's messages span lines, hold raw bytes
             raise CorpusError(f"{path}: cannot be read ({why})") from None
         if on_file_done is not None:
             on_file_done(path)

@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from crawl2score.tokenizer.bpe import set_threads
-from crawl2score.tokenizer.corpus import Document, batched, iter_documents, unit_hash
+from crawl2score.tokenizer.corpus import CorpusError, Document, batched, iter_documents, unit_hash
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
@@ -213,6 +213,12 @@ def write_shards(
             for lang, n in s["tokens_per_language"].items():
                 per_lang[lang] = per_lang.get(lang, 0) + n
         num_tokens = sum(s["num_tokens"] for s in writer.shards)
+        if num_tokens == 0:  # raised inside atomic_dir: no tokens/ folder, no marker, the previous one kept
+            where = os.path.commonpath([str(f) for f in files]) if files else str(tokenizer_dir)
+            raise CorpusError(
+                f"{where}: no text to encode in {n_files} file(s) (every document empty or held out "
+                f"by tokenizer.heldout_fraction {heldout_fraction}); {heldout_docs[0]} held out"
+            )
         manifest = {
             "format": FORMAT,
             "dtype": "uint32",

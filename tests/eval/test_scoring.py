@@ -263,3 +263,25 @@ def test_score_command_prints_json(tmp_path, bench_dir, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(["score", "--benchmark", "math500", "--predictions", str(empty), "--benchmarks-dir", bench_dir]) == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "math500.jsonl: benchmark file not found"),
+        ('{"id": 1, "problem": "p", "answer": "1"}\n{"id": 2, "problem": "p", "ans', "math500.jsonl:2: not valid JSON"),
+        ('{"id": 1, "answer": "1"}\n', "math500.jsonl:1: the record lacks problem (need id, problem, answer)"),
+        ("[1]\n", "math500.jsonl:1: the record is not a JSON object"),
+    ],
+    ids=["missing", "cut-line", "no-problem", "not-object"],
+)
+def test_broken_benchmark_file_is_one_line_naming_file_and_line(tmp_path, content, needle):
+    """A user's own benchmark folder (eval.benchmarks_dir): one BadInput line, never a KeyError traceback."""
+    from crawl2score.benchmarks import BenchmarkError, load_benchmark
+    from crawl2score.errors import BadInput
+
+    if content is not None:
+        (tmp_path / "math500.jsonl").write_text(content)
+    with pytest.raises(BenchmarkError) as caught:
+        load_benchmark("math500", tmp_path)
+    assert isinstance(caught.value, BadInput) and needle in str(caught.value) and "\n" not in str(caught.value)

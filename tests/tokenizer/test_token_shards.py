@@ -122,6 +122,17 @@ def test_failed_run_keeps_previous_output(tmp_path: Path, trained, small_corpus)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_corpus_with_no_text_fails_instead_of_writing_empty_shards(tmp_path: Path, trained) -> None:
+    """Empty documents only: once a completed stage with 0 tokens, found only by the trainer."""
+    from crawl2score.tokenizer.corpus import CorpusError
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.jsonl").write_text('{"text": ""}\n\n{"text": ""}\n')
+    with pytest.raises(CorpusError, match=r"corpus/a.jsonl: no text to encode in 1 file\(s\)"):
+        write_shards([tmp_path / "corpus" / "a.jsonl"], trained[0], tmp_path / "tokens")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
+
+
 def test_reader_imports_only_numpy() -> None:
     code = (
         "import sys, model.shards; bad = {'tokenizers', 'datasets', 'prefect', 'transformers'}"

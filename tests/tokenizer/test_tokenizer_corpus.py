@@ -78,6 +78,62 @@ def test_zstd_corpus_of_several_frames_reads_whole(tmp_path: Path) -> None:
     assert [d.text for d in docs] == [r["text"] for r in records]
 
 
+def test_zstd_reader_holds_a_bounded_buffer_on_extreme_ratios() -> None:
+    """zstd inflates a run of one line ~10,000-fold: reading a little must not inflate the whole file."""
+    import io
+
+    import zstandard
+
+    from crawl2score.tokenizer.corpus import _ZstdFrames
+
+    data = zstandard.ZstdCompressor(level=19).compress(b'{"text": "aaaa"}\n' * 10_000_000)  # 170 MB inflated
+    reader = io.BufferedReader(_ZstdFrames(io.BytesIO(data)))
+    assert reader.read(100).startswith(b'{"text": "aaaa"}')
+    assert len(reader.raw._out) < 32 << 20
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("list.jsonl", b"[1, 2]\n", "list.jsonl:1: not a JSON object (a list)"),
+        ("null.jsonl", b'{"text": "ok"}\nnull\n', "null.jsonl:2: not a JSON object (a NoneType)"),
+        (
+            "cut.jsonl",
+            b'{"text": "a line cut sho',
+            "cut.jsonl:1: not valid JSON (Unterminated string starting at: line 1",
+        ),
+    ],
+)
+def test_jsonl_line_that_is_no_record_names_file_and_line(tmp_path: Path, name, content, needle) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CorpusError) as caught:
+        list(iter_documents(find_input_files(tmp_path)))
+    assert needle in str(caught.value)
+
+
+def test_parquet_row_without_string_text_is_an_error_as_in_jsonl(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["fine", None]}), tmp_path / "a.parquet")
+    with pytest.raises(CorpusError, match=r"a.parquet: row 1: no string 'text' \(a NoneType\)"):
+        list(iter_documents(find_input_files(tmp_path)))
+
+
+def test_parquet_read_error_is_one_line(tmp_path: Path) -> None:
+    """pyarrow's message for a file missing its head spans lines and holds raw bytes; ours is one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a document"] * 100}), tmp_path / "whole.parquet")
+    (tmp_path / "a.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[8:])
+    (tmp_path / "whole.parquet").unlink()
+    with pytest.raises(CorpusError) as caught:
+        list(iter_documents(find_input_files(tmp_path)))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'a.parquet'}: cannot be read (") and message.isprintable(), message
+
+
 def _broken_files() -> dict[str, tuple[bytes, str]]:
     """A file of each readable kind, broken the ways files break: (content, what the error says)."""
     import zstandard

@@ -55,7 +55,10 @@ def test_train_flow_runs_reports_and_skips(prefect_harness, tmp_path, tokens_dir
     assert not any(s and s.startswith("{") for s in shown)
 
 
-def test_trainer_config_error_fails_the_stage_with_its_one_line_and_no_retry(prefect_harness, tmp_path, tokens_dir):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_trainer_config_error_fails_the_stage_with_its_one_line_and_no_retry(
+    prefect_harness, tmp_path, tokens_dir, nproc
+):
     """The trainer's own check (exit 2): the stage fails with that line as a BadInput, which the CLI prints
     as one line with exit 2 and Prefect logs without a traceback; a retry would repeat it, so none is made."""
     from crawl2score.errors import BadInput
@@ -64,9 +67,30 @@ def test_trainer_config_error_fails_the_stage_with_its_one_line_and_no_retry(pre
     cfg = _config(tmp_path, tokens_dir, steps=2)
     cfg = cfg.model_copy(update={"model": dataclasses.replace(cfg.model, vocab_size=200)})
     with pytest.raises(BadInput, match=r"tokens use \d+ ids; model.vocab_size is 200") as caught:
-        train_flow(config=cfg, nproc=1)
+        train_flow(config=cfg, nproc=nproc)  # 2: torchrun, which exits 1 whatever its ranks did
     assert type(caught.value).__name__ == "TrainerError"
+    assert str(caught.value) == "tokens use 256 ids; model.vocab_size is 200"  # one rank's line, whole
     assert not (tmp_path / "work/checkpoints/latest").exists()
+
+
+def test_sequence_longer_than_the_model_is_a_one_line_config_error(tmp_path, tokens_dir) -> None:
+    from crawl2score.errors import BadInput
+    from crawl2score.model.train import Trainer
+
+    raw = tiny_config(tokens_dir)
+    raw["train"]["seq_len"] = raw["model"]["max_seq_len"] * 2
+    with pytest.raises(BadInput, match=r"train.seq_len 128 exceeds model.max_seq_len 64"):
+        Trainer(raw, tmp_path)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_one_line_config_error() -> None:
+    from crawl2score.errors import BadInput
+    from crawl2score.model.train import setup_distributed
+    from crawl2score.model.train_config import TrainArgs
+
+    with pytest.raises(BadInput, match="train.device cuda: this machine has no CUDA device"):
+        setup_distributed(TrainArgs(device="cuda"))
 
 
 def _stop_trainer_child(found: list[int], timeout_s: float = 60.0) -> None:
