@@ -13,6 +13,7 @@ from datatrove.pipeline.writers import JsonlWriter
 
 from crawl2score.data.decontaminate import BenchmarkContaminationFilter, load_problems
 from crawl2score.data.pipeline import DECONTAMINATE, STEPS, StagePaths, active_steps, build_stages, collect_stats
+from crawl2score.errors import BadInput
 
 from .conftest import small_config
 
@@ -122,7 +123,7 @@ def test_config_and_pipeline_wiring(bench_dir, tmp_path, monkeypatch):
     plain = [type(s).__name__ for s in build_stages(small_config(), ["x.warc.gz"], paths)[0][1]]
     assert "BenchmarkContaminationFilter" not in plain
     monkeypatch.setenv("CRAWL2SCORE_BENCHMARKS_DIR", str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BadInput, match="aime2024.jsonl: benchmark file not found"):  # one line, no traceback
         build_stages(cfg, ["x.warc.gz"], paths)
 
 
