@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from crawl2score.config import Config, ConfigError, load_config
+from crawl2score.config import Config, load_config
 
 
 class CLIError(Exception):
@@ -38,10 +38,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(args.config, args.overrides, args.workdir)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+    return load_config(args.config, args.overrides, args.workdir)  # a ConfigError is BadInput: one line
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

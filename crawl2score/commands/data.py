@@ -32,13 +32,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.input:
         args.overrides = [*args.overrides, f"data.input={json.dumps(args.input)}"]
     cfg = config_from_args(args)
-    from crawl2score.data.inputs import InputError, resolve_inputs
+    from crawl2score.data.inputs import resolve_inputs
 
     if cfg.data.input:
-        try:  # fail fast, with one line, before Prefect starts
-            resolve_inputs(cfg.data, warn=False)  # the stage's task warns of bad files, once
-        except InputError as exc:
-            raise CLIError(str(exc)) from None
+        # Fail fast, with one line (InputError is BadInput), before Prefect starts; the stage's task warns of
+        # bad files among good ones, once.
+        resolve_inputs(cfg.data, warn=False)
     prepare_prefect(cfg)
     from crawl2score.flows.data import data_flow
 

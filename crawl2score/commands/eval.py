@@ -111,13 +111,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for t in cfg.eval.benchmarks:  # a missing or broken file: one line (BadInput) before Prefect starts
         load_benchmark(t, cfg.eval.benchmarks_dir)
     prepare_prefect(cfg)
-    from crawl2score.eval.lm import PromptTooLong
     from crawl2score.flows.eval import eval_flow
 
-    try:
-        result = eval_flow(config=cfg, force=args.force)
-    except PromptTooLong as exc:
-        raise CLIError(str(exc)) from None
+    result = eval_flow(config=cfg, force=args.force)  # PromptTooLong is BadInput: one line
     print(json.dumps(result, indent=2, default=str))
     print(f"results: {Path(cfg.workdir).resolve() / 'eval' / 'results.json'}")
     return 0

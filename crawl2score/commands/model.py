@@ -62,12 +62,9 @@ def _model_args(args: argparse.Namespace):
         if args.overrides:
             raise CLIError("--set needs --config")
         return args.preset or "tiny", model_args
-    from crawl2score.config import ConfigError, load_config
+    from crawl2score.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides, None)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+    cfg = load_config(args.config, args.overrides, None)  # a ConfigError is BadInput: one line
     return str(args.config), cfg.model
 
 

@@ -54,15 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.input:
         args.overrides = [*args.overrides, f"data.input={json.dumps(args.input)}"]
     cfg = config_from_args(args)
-    from crawl2score.workdir import StageNameError, select_stages
+    from crawl2score.workdir import select_stages
 
     def names(raw: str | None) -> list[str] | None:
         return None if raw is None else [s.strip() for s in raw.split(",") if s.strip()]
 
-    try:
-        run, force = select_stages(names(args.stages), names(",".join(args.force or [])), ("--stages", "--force"))
-    except StageNameError as exc:
-        raise CLIError(str(exc)) from None
+    run, force = select_stages(names(args.stages), names(",".join(args.force or [])), ("--stages", "--force"))
     stages = None if args.stages is None else run
     _check_first_stage_inputs(cfg, run)
     prepare_prefect(cfg)
@@ -83,12 +80,9 @@ def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
     if problem:
         raise CLIError(problem)
     if "data" in wanted and cfg.data.input:
-        from crawl2score.data.inputs import InputError, resolve_inputs
+        from crawl2score.data.inputs import resolve_inputs
 
-        try:  # as `crawl2score data` does: a bad input is one line, before Prefect starts
-            resolve_inputs(cfg.data, warn=False)  # the stage's task warns of bad files, once
-        except InputError as exc:
-            raise CLIError(str(exc)) from None
+        resolve_inputs(cfg.data, warn=False)  # as `crawl2score data` does: one line before Prefect starts
 
 
 def cmd_config(args: argparse.Namespace) -> int:

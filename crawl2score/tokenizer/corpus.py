@@ -89,6 +89,11 @@ def corpus_files(spec: str | None, workdir: str | os.PathLike[str]) -> list[Path
     return find_input_files(data / "output")
 
 
+def corpus_location(files: list[Path], default: str) -> str:
+    """Where a list of corpus files lives, for an error line: their common folder (or the one file)."""
+    return os.path.commonpath([str(f) for f in files]) if files else default
+
+
 def files_fingerprint(files: Iterable[Path]) -> str:
     """Names, sizes and mtimes: a cheap key that changes when a user edits their own corpus."""
     h = hashlib.sha256()

@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from crawl2score.tokenizer.bpe import set_threads
-from crawl2score.tokenizer.corpus import CorpusError, Document, batched, iter_documents, unit_hash
+from crawl2score.tokenizer.corpus import CorpusError, Document, batched, corpus_location, iter_documents, unit_hash
 from crawl2score.tokenizer.encode import Encoder, load_encoder
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
@@ -214,9 +214,8 @@ def write_shards(
                 per_lang[lang] = per_lang.get(lang, 0) + n
         num_tokens = sum(s["num_tokens"] for s in writer.shards)
         if num_tokens == 0:  # raised inside atomic_dir: no tokens/ folder, no marker, the previous one kept
-            where = os.path.commonpath([str(f) for f in files]) if files else str(tokenizer_dir)
             raise CorpusError(
-                f"{where}: no text to encode in {n_files} file(s) (every document empty or held out "
+                f"{corpus_location(files, str(tokenizer_dir))}: no text to encode in {n_files} file(s) (every document empty or held out "
                 f"by tokenizer.heldout_fraction {heldout_fraction}); {heldout_docs[0]} held out"
             )
         manifest = {

@@ -28,7 +28,7 @@ from crawl2score.tokenizer.bpe import (
     train_bpe,
 )
 from crawl2score.tokenizer.chat import write_chat_template, write_heldout
-from crawl2score.tokenizer.corpus import CorpusError, SampleStats, iter_documents, training_batches
+from crawl2score.tokenizer.corpus import CorpusError, SampleStats, corpus_location, iter_documents, training_batches
 from crawl2score.tokenizer.encode import Encoder, load_encoder, write_ranks_cache
 from crawl2score.tokenizer.ranks import train_rustbpe
 from crawl2score.tokenizer.shards import prefetch
@@ -152,9 +152,8 @@ def train_tokenizer(
     train_s = time.perf_counter() - t0
     bar.close()
     if stats.docs_used == 0:
-        where = os.path.commonpath([str(f) for f in files]) if files else "tokenizer input"
         raise CorpusError(
-            f"{where}: no training text in {n_files} file(s) (every document empty, held out or weighted 0 "
+            f"{corpus_location(files, 'tokenizer input')}: no training text in {n_files} file(s) (every document empty, held out or weighted 0 "
             "by tokenizer.language_weights)"
         )
     if result.filler_tokens:
