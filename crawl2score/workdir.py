@@ -161,7 +161,44 @@ def missing_input(config: Any, stage: str) -> str | None:
             # Only `write_marker` writes markers, always with a key: this one was edited by hand or comes
             # from another layout, so nothing says which inputs and settings the output was made from.
             return f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
+        changed = settings_changed(upstream, marker.get("config"), config.stage_config(upstream))
+        if changed:
+            # Running one stage alone after changing an earlier stage's settings would read output made
+            # with the old ones (a 102,400-entry tokenizer for a 50,000-entry model); `crawl2score run`
+            # redoes the earlier stage instead. Markers from before the config was recorded are not checked.
+            return (
+                f"{config.workdir}: the {upstream} stage's output was made with other settings ({changed}); "
+                f"run `crawl2score {upstream}` (or `crawl2score run`) first"
+            )
     return None
+
+
+# The config section a stage's settings live in, for naming a changed key (train's already name theirs).
+_STAGE_SECTION = {"data": "data", "tokenizer": "tokenizer", "tokens": "tokenizer", "eval": "eval"}
+
+
+def settings_changed(stage: str, recorded: Any, current: dict[str, Any], limit: int = 3) -> str:
+    """'' when `recorded` (a marker's config) is absent or equals `current`; else the changed keys, as
+    `tokenizer.vocab_size 102400 -> 50000`, at most `limit` of them."""
+    if not isinstance(recorded, dict):
+        return ""
+    old, new = _flatten(recorded, _STAGE_SECTION.get(stage, "")), _flatten(current, _STAGE_SECTION.get(stage, ""))
+    # through JSON, as the marker went: tuples become lists, and only real differences remain
+    new = json.loads(json.dumps(new, default=str))
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k, "(unset)") != new.get(k, "(unset)")]
+    shown = [f"{k} {json.dumps(old.get(k, '(unset)'))} -> {json.dumps(new.get(k, '(unset)'))}" for k in keys[:limit]]
+    return ", ".join(shown) + (f", and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _dotted(obj: Any, path: str) -> Any:
@@ -175,8 +212,19 @@ def is_done(workdir: str | os.PathLike[str], stage: str, key: str) -> bool:
     return bool(marker) and marker.get("key") == key
 
 
-def write_marker(workdir: str | os.PathLike[str], stage: str, key: str, figures: dict[str, Any]) -> None:
-    atomic_write_json(stage_dir(workdir, stage) / MARKER, {"key": key, "finished": time.time(), "figures": figures})
+def write_marker(
+    workdir: str | os.PathLike[str],
+    stage: str,
+    key: str,
+    figures: dict[str, Any],
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Record a finished stage: its key, figures and the settings it ran with (`config`, its stage_config),
+    which let a later stage run alone name what changed since (`missing_input`)."""
+    record: dict[str, Any] = {"key": key, "finished": time.time(), "figures": figures}
+    if config is not None:
+        record["config"] = config
+    atomic_write_json(stage_dir(workdir, stage) / MARKER, record)
 
 
 def clear_marker(workdir: str | os.PathLike[str], stage: str) -> None:

@@ -96,6 +96,27 @@ def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
     assert "the tokenizer stage" in missing_input(given, "tokens")
 
 
+def test_missing_input_names_settings_changed_since_the_upstream_ran(tmp_path) -> None:
+    from crawl2score.config import Config
+
+    cfg = Config.model_validate({"workdir": str(tmp_path)})
+    write_marker(tmp_path, "tokens", "k", {}, cfg.stage_config("tokens"))
+    assert missing_input(cfg, "train") is None
+    other = Config.model_validate(
+        {"workdir": str(tmp_path), "tokenizer": {"vocab_size": 50_000, "language_weights": {"en": 1.0, "zh": 0.5}}}
+    )
+    assert missing_input(other, "train") == (
+        f"{tmp_path}: the tokens stage's output was made with other settings (tokenizer.language_weights.zh 1.0 -> "
+        "0.5, tokenizer.vocab_size 102400 -> 50000); run `crawl2score tokens` (or `crawl2score run`) first"
+    )
+    write_marker(tmp_path, "train", "k", {}, cfg.stage_config("train"))
+    assert missing_input(Config.model_validate({"workdir": str(tmp_path), "train": {"log_every": 3}}), "eval") is None
+    changed = missing_input(Config.model_validate({"workdir": str(tmp_path), "model": {"preset": "small"}}), "eval")
+    assert "the train stage's output was made with other settings (model." in changed
+    write_marker(tmp_path, "tokens", "k", {})  # a marker from before settings were recorded: not checked
+    assert missing_input(other, "train") is None
+
+
 @pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
 def test_atomic_outputs_get_the_umask_modes(tmp_path, umask, file_mode, dir_mode) -> None:
     """mkstemp/mkdtemp create owner-only names; what we rename into place has open/mkdir's modes, so a

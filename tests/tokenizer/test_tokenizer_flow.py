@@ -54,6 +54,35 @@ def test_tokenizer_and_tokens_flows_run_then_skip(tmp_path: Path, small_corpus, 
     assert read_marker(tmp_path, "tokens")["key"] == tokens_flow(cfg)["key"]
 
 
+def test_tokens_alone_refuses_a_tokenizer_made_with_other_settings(
+    tmp_path: Path, small_corpus, prefect_harness, monkeypatch, capsys
+) -> None:
+    """Changing tokenizer.vocab_size and running `tokens` alone once encoded with the old tokenizer
+    silently; the flow and the CLI now stop with one line naming the changed key, and `run` would redo it."""
+    from crawl2score.cli import main
+    from crawl2score.flows._stage import StageInputMissing
+    from crawl2score.flows.tokenizer import tokenizer_flow
+    from crawl2score.flows.tokens import tokens_flow
+
+    _fake_data_stage(tmp_path, small_corpus)
+    tokenizer_flow(_config(tmp_path))
+    line = (
+        f"{tmp_path}: the tokenizer stage's output was made with other settings (tokenizer.vocab_size 1024 -> 2048); "
+        "run `crawl2score tokenizer` (or `crawl2score run`) first"
+    )
+    with pytest.raises(StageInputMissing) as err:
+        tokens_flow(_config(tmp_path, vocab_size=2 * FLOW_VOCAB))
+    assert str(err.value) == line
+    assert not (tmp_path / "tokens").exists()
+    sets = ["tokenizer.baseline=false", "tokenizer.shard_tokens=100000", "tokenizer.byte_budget=300000"]
+    args = ["tokens", "--workdir", str(tmp_path), *[a for s in sets for a in ("--set", s)]]
+    assert main([*args, "--set", f"tokenizer.vocab_size={2 * FLOW_VOCAB}"]) == 2
+    out = capsys.readouterr().err
+    assert out.count("\n") == 1 and line in out, out
+    # the same settings as the tokenizer's: encoded as before
+    assert not tokens_flow(_config(tmp_path))["skipped"]
+
+
 def test_user_input_is_keyed_on_its_files(tmp_path: Path, small_corpus, prefect_harness) -> None:
     """With `tokenizer.input` no data stage is needed; editing a corpus file makes the tokenizer stale."""
     import shutil
