@@ -50,7 +50,13 @@ from crawl2score.model.model import Transformer
 from crawl2score.model.moe import update_expert_bias
 from crawl2score.model.parallel import Parallel, clip_grad_norm_
 from crawl2score.model.schedule import Schedule
-from crawl2score.model.train_checkpoint import load_checkpoint_into, newest_checkpoint, save_checkpoint, seed_all
+from crawl2score.model.train_checkpoint import (
+    load_checkpoint_into,
+    newest_checkpoint,
+    read_train_state,
+    save_checkpoint,
+    seed_all,
+)
 from crawl2score.model.train_config import TrainArgs
 
 WATCH_PID_ENV = "CRAWL2SCORE_TRAIN_WATCH_PID"  # exit when this process (the Prefect task) is gone
@@ -271,7 +277,7 @@ class Trainer:
         resume = newest_checkpoint(self.ckpt_dir)
         if resume is None:
             return None
-        state = json.loads((resume / "train_state.json").read_text())
+        state = read_train_state(resume)
         if state.get("fingerprint") != self.fingerprint:
             raise BadInput(
                 f"{resume} was written by a different model/train config; remove {self.ckpt_dir} or rerun with --force"

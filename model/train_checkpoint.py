@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from crawl2score.errors import BadInput
 from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict, save_tensors
 
 STATE = "train_state.json"
@@ -57,6 +59,48 @@ FAULT_POINTS = ("tmpdir", "weights", "config", "optimizer", "rng", "state", "fsy
 
 class CheckpointWriteError(OSError):
     """Writing a checkpoint failed (disk full, I/O error); the previous checkpoint is intact."""
+
+
+class CheckpointReadError(BadInput):
+    """The checkpoint to resume from cannot give this model its state: a file damaged after it was
+    written (the writer's rename makes a half-written one impossible), or tensors that are not this
+    model's (code changed under the same config). Retrying cannot help, so it is one line, not retried."""
+
+
+def _unusable(path: Path, problem: str) -> CheckpointReadError:
+    return CheckpointReadError(
+        f"{path}: cannot resume from this checkpoint: {problem}; remove {path.name} to resume from an earlier "
+        "step, or rerun with --force to start over"
+    )
+
+
+def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A step dir's train_state.json (the file written last), or a CheckpointReadError naming it."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE).read_text())
+    except (OSError, ValueError) as exc:
+        raise _unusable(path, f"{STATE} cannot be read ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(state, dict) or not {"step", "data_position", "param_groups"} <= state.keys():
+        raise _unusable(path, f"{STATE} is not a train state")
+    return state
+
+
+def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / name))
+    except (OSError, SafetensorError) as exc:
+        raise _unusable(path, f"{name} cannot be read ({exc})") from None
+
+
+def _check_against(path: Path, targets: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor this model and optimizer hold, with its (global) shape, is in the checkpoint."""
+    missing = sorted(set(targets) - set(shapes))
+    if missing:
+        raise _unusable(path, f"it lacks {len(missing)} of this model's tensors ({', '.join(missing[:3])})")
+    for key, dst in targets.items():
+        if tuple(shapes[key]) != tuple(dst.shape):
+            raise _unusable(path, f"{key} has shape {list(shapes[key])}, this model's is {list(dst.shape)}")
 
 
 def _fault(step: int, point: str) -> None:
@@ -327,7 +371,7 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
     the checkpoint is sharded). Tensors are copied into the existing ones, so DTensor shards stay put.
     """
     path = Path(path)
-    state = json.loads((path / STATE).read_text())
+    state = read_train_state(path)
     latest = path.parent / LATEST
     if _rank() == 0 and (not latest.is_file() or latest.read_text().strip() != path.name):
         # A kill between a save's rename and its `latest` update leaves `latest` naming the previous
@@ -340,14 +384,21 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
     if (path / SHARDED).is_dir():
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import HuggingFaceStorageReader
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-        dcp.load(targets, storage_reader=HuggingFaceStorageReader(str(path / SHARDED)))
+        reader = HuggingFaceStorageReader(str(path / SHARDED))
+        try:  # checked before the collective load, whose own error is a page per rank
+            meta = reader.read_metadata().state_dict_metadata
+        except Exception as exc:  # torch raises whatever its safetensors header parsing meets
+            raise _unusable(path, f"{SHARDED}/ cannot be read ({exc.__class__.__name__}: {exc})") from None
+        _check_against(
+            path, targets, {k: tuple(m.size) for k, m in meta.items() if isinstance(m, TensorStorageMetadata)}
+        )
+        dcp.load(targets, storage_reader=reader)
     else:
-        source = {f"model.{k}": v for k, v in load_file(str(path / WEIGHTS)).items()}
-        source.update({f"optim.{k}": v for k, v in load_file(str(path / OPTIM)).items()})
-        missing = sorted(set(targets) - set(source))
-        if missing:
-            raise KeyError(f"{path}: checkpoint lacks {missing[:5]} ({len(missing)} tensors)")
+        source = {f"model.{k}": v for k, v in _read_tensors(path, WEIGHTS).items()}
+        source.update({f"optim.{k}": v for k, v in _read_tensors(path, OPTIM).items()})
+        _check_against(path, targets, {k: tuple(v.shape) for k, v in source.items()})
         with torch.no_grad():
             for key, dst in targets.items():
                 _copy_full_into(dst, source[key])
@@ -359,7 +410,10 @@ def load_checkpoint_into(path: str | os.PathLike, model: nn.Module, optimizer: t
                 optimizer.state[p]["step"].fill_(state["optimizer_steps"][names[id(p)]])
     rng_file = path / f"rng-rank{_rank()}.safetensors"
     if rng_file.exists():  # another world size: ranks without a saved state keep their seeded one
-        _load_rng(rng_file)
+        try:
+            _load_rng(rng_file)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+            raise _unusable(path, f"{rng_file.name} cannot be read ({exc.__class__.__name__}: {exc})") from None
     return state
 
 

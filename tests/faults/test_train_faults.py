@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from crawl2score.model.train_checkpoint import FAULT_ENV, FAULT_POINTS
 from tests.train.conftest import REPO, events, run_trainer, tiny_config, trainer_cmd, write_config
@@ -139,3 +140,61 @@ def test_full_disk_during_checkpoint_write(tmp_path, cfg, straight, point):
     assert again.returncode == 0, again.stderr[-2000:]
     assert events(again.stdout, "start")[0]["step"] == EVERY
     assert_same_final_state(straight / f"step-{STEPS}", ckpts / f"step-{STEPS}")
+
+
+def _drop_one(step: Path) -> str:
+    tensors = load_file(str(step / "model.safetensors"))
+    name = sorted(tensors)[0]
+    del tensors[name]
+    save_file(tensors, str(step / "model.safetensors"))
+    return f"it lacks 1 of this model's tensors (model.{name})"
+
+
+def _reshape_one(step: Path) -> str:
+    tensors = load_file(str(step / "optimizer.safetensors"))
+    name = sorted(tensors)[0]
+    shape = list(tensors[name].shape)
+    tensors[name] = tensors[name].reshape(-1)[:1].clone()
+    save_file(tensors, str(step / "optimizer.safetensors"))
+    return f"optim.{name} has shape [1], this model's is {shape}"
+
+
+def _cut(step: Path) -> str:
+    data = (step / "model.safetensors").read_bytes()
+    (step / "model.safetensors").write_bytes(data[: len(data) // 2])
+    return "model.safetensors cannot be read ("
+
+
+def _garble_state(step: Path) -> str:
+    (step / "train_state.json").write_text('{"step": 4,')
+    return "train_state.json cannot be read (JSONDecodeError"
+
+
+def _cut_rng(step: Path) -> str:
+    (step / "rng-rank0.safetensors").write_bytes(b"\x08")
+    return "rng-rank0.safetensors cannot be read ("
+
+
+@pytest.mark.parametrize(
+    "damage", [_drop_one, _reshape_one, _cut, _garble_state, _cut_rng], ids=lambda f: f.__name__[1:]
+)
+def test_damaged_checkpoint_is_one_line_and_kept(tmp_path, cfg, straight, damage):
+    """A checkpoint damaged after it was written (or not this model's) once ended the resume in a KeyError,
+    a safetensors or JSON traceback (exit 1, retried by the train task). Now: one line naming the step dir
+    and what is wrong, exit 2, and nothing in the checkpoint directory changed."""
+    import shutil
+
+    ckpts = tmp_path / "w" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copytree(straight / "step-4", ckpts / "step-4")
+    (ckpts / "latest").write_text("step-4\n")
+    problem = damage(ckpts / "step-4")
+    before = {p.name: p.read_bytes() for p in (ckpts / "step-4").iterdir()}
+    res = run_trainer(cfg, tmp_path / "w")
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert f"{ckpts / 'step-4'}: cannot resume from this checkpoint: {problem}" in lines[0], lines[0]
+    assert lines[0].endswith("remove step-4 to resume from an earlier step, or rerun with --force to start over")
+    assert {p.name: p.read_bytes() for p in (ckpts / "step-4").iterdir()} == before
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-4"]

@@ -49,6 +49,17 @@ def test_two_ranks_match_single_rank(mode, tmp_path, tokens_dir, single):
         # Resume the sharded step-3 checkpoint on one rank (DCP reshards) and finish like the reference.
         import shutil
 
+        # A shard damaged after the save: one line before DCP's collective load (whose error is a page per
+        # rank), exit 2, the checkpoint left as it was.
+        shutil.copytree(tmp_path / "w/checkpoints", tmp_path / "w2/checkpoints")
+        shutil.rmtree(tmp_path / "w2/checkpoints/step-6")
+        (tmp_path / "w2/checkpoints/latest").write_text("step-3\n")
+        shard = sorted((tmp_path / "w2/checkpoints/step-3/sharded").glob("shard-*.safetensors"))[0]
+        shard.write_bytes(shard.read_bytes()[:8])
+        bad = run_trainer(cfg, tmp_path / "w2", nproc=1)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+        assert "step-3: cannot resume from this checkpoint: sharded/ cannot be read (" in bad.stderr, bad.stderr
+        assert len(shard.read_bytes()) == 8
         shutil.rmtree(tmp_path / "w/checkpoints/step-6")
         res1 = run_trainer(cfg, tmp_path / "w", nproc=1)
         assert res1.returncode == 0, res1.stderr[-3000:]
