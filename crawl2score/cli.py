@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from crawl2score import __version__
@@ -33,14 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CLIError, BadInput) as exc:  # BadInput: bad input found inside a stage (crawl2score.errors)
-        print(f"crawl2score: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"crawl2score: error: {exc}", 2)
     except OSError as exc:  # the environment, not a bug: a full disk, a read-only or missing folder
-        print(f"crawl2score: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"crawl2score: error: {exc}", 2)
     except KeyboardInterrupt:
-        print("crawl2score: interrupted", file=sys.stderr)
-        return 130
+        return _fail("crawl2score: interrupted", 130)
+
+
+def _fail(line: str, code: int) -> int:
+    """Print the line that ends the run and keep it the last one. A run without a Prefect server starts a
+    temporary one, whose exit handler logs "Stopping temporary server on ..." at INFO on the `prefect`
+    logger after we return; that logger's INFO records are dropped from here on (its warnings stay)."""
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
