@@ -97,7 +97,8 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
     abandoned other run: they are moved, not deleted, to `checkpoints/superseded-<key>/` (returned, and
     logged with its size, so a user can keep or delete them). Going back to a key set aside earlier moves
     its checkpoints back, so the trainer resumes (or finds finished) that run instead of redoing it.
-    `fresh` (`--force train`) deletes this run's, including a copy set aside.
+    `fresh` (`--force train`) deletes this run's, including a copy set aside; another run's are set
+    aside all the same (a forced run whose config then fails must not have cost a finished run).
     """
     ckpt = Path(workdir) / "checkpoints"
     if not ckpt.is_dir():
@@ -109,9 +110,12 @@ def prepare_checkpoints(workdir: str, key: str, fresh: bool) -> Path | None:
     run_files = [p for p in ckpt.iterdir() if p.name.startswith(RUN_FILES)]
     copies = _set_aside(ckpt, key)  # oldest first
     if fresh:
-        for p in [*run_files, *copies]:
+        doomed = [*copies, *(run_files if previous in (key, None) else [])]
+        for p in doomed:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-        return None
+        copies = []
+        if previous in (key, None):
+            return None
     if previous == key and run_files:
         return None
     aside = None

@@ -179,6 +179,14 @@ def test_checkpoints_of_another_key_are_moved_aside_not_resumed(tmp_path):
     (ckpt / "superseded-new").mkdir()  # a copy of this key set aside earlier goes too with --force
     prepare_checkpoints(str(tmp_path), "new", fresh=True)
     assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old"]
+    # --force of a run under a new key (another config) with another run's checkpoints in place: they are
+    # set aside, not deleted (once, `train --force --set model.vocab_size=512` deleted a finished run and
+    # then failed on its config)
+    (ckpt / "step-4").mkdir()
+    (ckpt / RUN_CONFIG).write_text(json.dumps({"stage_key": "other"}))
+    assert prepare_checkpoints(str(tmp_path), "new", fresh=True) == ckpt / "superseded-other"
+    assert sorted(p.name for p in (ckpt / "superseded-other").iterdir()) == sorted([RUN_CONFIG, "step-4"])
+    assert sorted(p.name for p in ckpt.iterdir()) == ["superseded-old", "superseded-other"]
 
 
 def test_train_tables_follow_tenths_of_the_run_not_every_log_line(monkeypatch):
