@@ -161,16 +161,39 @@ def missing_input(config: Any, stage: str) -> str | None:
             # Only `write_marker` writes markers, always with a key: this one was edited by hand or comes
             # from another layout, so nothing says which inputs and settings the output was made from.
             return f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
+    return stale_input(config, stage)
+
+
+def stale_input(config: Any, stage: str) -> str | None:
+    """One line naming the earliest stage `stage` reads from, directly or through others, whose output was
+    made with other settings than `config`'s, and what to run; None when there is none.
+
+    Running one stage alone after changing an earlier stage's settings would read output made with the old
+    ones (a 102,400-entry tokenizer for a 50,000-entry model); `crawl2score run` redoes the earlier stages
+    instead. Only settings that decide a stage's output count (`Config.stage_config`). Stages without a
+    marker, and markers from before the settings were recorded, are not checked here.
+    """
+    reads = _reads(config, stage)
+    for upstream in (s for s in STAGES if s in reads):
+        marker = read_marker(config.workdir, upstream) or {}
         changed = settings_changed(upstream, marker.get("config"), config.stage_config(upstream))
         if changed:
-            # Running one stage alone after changing an earlier stage's settings would read output made
-            # with the old ones (a 102,400-entry tokenizer for a 50,000-entry model); `crawl2score run`
-            # redoes the earlier stage instead. Markers from before the config was recorded are not checked.
+            redo = ",".join(s for s in STAGES if s in {*reads, stage} and STAGES.index(s) >= STAGES.index(upstream))
             return (
                 f"{config.workdir}: the {upstream} stage's output was made with other settings ({changed}); "
-                f"run `crawl2score {upstream}` (or `crawl2score run`) first"
+                f"redo it with this run's settings first: `crawl2score run --stages {redo}` with the same "
+                "config and --set"
             )
     return None
+
+
+def _reads(config: Any, stage: str) -> set[str]:
+    """The stages whose output `stage` reads, directly or through the stages it reads."""
+    found: set[str] = set()
+    for upstream, alternative in STAGE_INPUTS.get(stage, ()):
+        if not (alternative and _dotted(config, alternative)):
+            found |= {upstream, *_reads(config, upstream)}
+    return found
 
 
 # The config section a stage's settings live in, for naming a changed key (train's already name theirs).

@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config, apply_overrides
-from crawl2score.flows._stage import run_stage
+from crawl2score.flows._stage import StageInputMissing, run_stage
 from crawl2score.tasks.eval import contamination_task, evaluate_checkpoint_task, write_results
-from crawl2score.workdir import file_hash, read_marker, stage_dir
+from crawl2score.workdir import file_hash, read_marker, stage_dir, stale_input
 
 
 def _checkpoints(config: Config) -> list[str]:
@@ -72,6 +72,9 @@ def learning_verdict(bpb: float, unigram: float) -> str:
 def eval_flow(config: Config, force: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate the newest checkpoint (or `eval.checkpoints`) unless WORKDIR/eval is current."""
     config = apply_overrides(config, overrides)  # `--set`-style keys over the deployed config
+    problem = stale_input(config, "eval")  # checkpoints trained with other settings than this config's
+    if problem:
+        raise StageInputMissing(problem)
     from crawl2score.benchmarks import benchmarks_dir
     from crawl2score.eval.lineage import run_lineage
 

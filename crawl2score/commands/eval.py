@@ -110,6 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CLIError(f"no checkpoint to evaluate: {exc} (run `crawl2score train` or pass --checkpoint)") from None
     for t in cfg.eval.benchmarks:  # a missing or broken file: one line (BadInput) before Prefect starts
         load_benchmark(t, cfg.eval.benchmarks_dir)
+    from crawl2score.workdir import stale_input
+
+    problem = stale_input(cfg, "eval")  # the flow checks again, for deployment runs
+    if problem:
+        raise CLIError(problem)
     prepare_prefect(cfg)
     from crawl2score.flows.eval import eval_flow
 

@@ -27,6 +27,25 @@ from crawl2score.model.train_config import TrainArgs
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PRESET = "tiny"
 
+# Settings that change how a stage runs (threads, batch sizes, the scheduler it runs on) or only what a later
+# stage does, not what this stage writes; and paths its input key already stands for (the data stage's key
+# or a fingerprint of the resolved files, so `corpus/` and its absolute path are one input). They are left
+# out of the stage's key, so changing them neither redoes the stage nor stops a later stage run alone.
+# Checked: the tokenizer is the same for any thread count and batch size; shards are cut at document
+# boundaries by token count, so neither threads nor batch size move them.
+NOT_OUTPUT: dict[str, tuple[str, ...]] = {
+    "data": tuple(
+        f"executor.{key}"
+        for key in (
+            *("kind", "workers", "start_method", "poll_s", "ray_address", "venv_path"),
+            *("partition", "time", "qos", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args"),
+        )
+    ),
+    "tokenizer": ("input", "workers", "batch_docs", "shard_tokens", "encoder"),
+    # both encoders write byte-identical shards (tests/tokenizer/test_encode.py, benchmarks/tokenizer.py)
+    "tokens": ("input", "workers", "batch_docs", "encoder"),
+}
+
 
 class ConfigError(BadInput):
     """A configuration problem, always one line: what input, which field, what is wrong."""
@@ -117,13 +136,21 @@ class Config(BaseModel):
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that decides a stage's output: what its key hashes (crawl2score.workdir).
 
-        Both tokenizer stages read the `tokenizer` section. Training is decided by the model and the train
-        section less the keys that only change how a run is observed or stored (`train.log_every`, ...,
-        see `TrainArgs.fingerprint_dict`), so changing those neither redoes nor blocks a resume.
+        A stage's section less its `NOT_OUTPUT` keys (both tokenizer stages read the `tokenizer` section).
+        Training is decided by the model and the train section less the keys that only change how a run is
+        observed or stored (`train.log_every`, ..., see `TrainArgs.fingerprint_dict`), so changing those
+        neither redoes nor blocks a resume.
         """
         if stage == "train":
             return {"model": self.section_dict("model"), "train": self.train.fingerprint_dict()}
-        return self.section_dict({"tokens": "tokenizer"}.get(stage, stage))
+        section = self.section_dict({"tokens": "tokenizer"}.get(stage, stage))
+        for dotted in NOT_OUTPUT.get(stage, ()):
+            node = section
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node.pop(leaf)
+        return section
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

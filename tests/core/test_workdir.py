@@ -96,25 +96,52 @@ def test_missing_input_names_the_first_stage_to_run(tmp_path) -> None:
     assert "the tokenizer stage" in missing_input(given, "tokens")
 
 
-def test_missing_input_names_settings_changed_since_the_upstream_ran(tmp_path) -> None:
+def test_missing_input_names_settings_changed_since_an_earlier_stage_ran(tmp_path) -> None:
+    """A stage run alone after an earlier stage's settings changed stops with the changed keys and the run
+    that redoes them; settings that do not decide an earlier stage's output never stop it."""
     from crawl2score.config import Config
+    from crawl2score.workdir import stale_input
 
-    cfg = Config.model_validate({"workdir": str(tmp_path)})
-    write_marker(tmp_path, "tokens", "k", {}, cfg.stage_config("tokens"))
-    assert missing_input(cfg, "train") is None
-    other = Config.model_validate(
-        {"workdir": str(tmp_path), "tokenizer": {"vocab_size": 50_000, "language_weights": {"en": 1.0, "zh": 0.5}}}
+    def cfg(**sections):
+        return Config.model_validate({"workdir": str(tmp_path), **sections})
+
+    base = cfg()
+    for stage in ("data", "tokenizer", "tokens", "train"):
+        write_marker(tmp_path, stage, "k", {}, base.stage_config(stage))
+    assert missing_input(base, "train") is None and stale_input(base, "eval") is None
+    other = cfg(tokenizer={"vocab_size": 50_000, "language_weights": {"en": 1.0, "zh": 0.5}})
+    assert missing_input(other, "tokens") == (
+        f"{tmp_path}: the tokenizer stage's output was made with other settings (tokenizer.language_weights.zh 1.0 -> "
+        "0.5, tokenizer.vocab_size 102400 -> 50000); redo it with this run's settings first: "
+        "`crawl2score run --stages tokenizer,tokens` with the same config and --set"
     )
-    assert missing_input(other, "train") == (
-        f"{tmp_path}: the tokens stage's output was made with other settings (tokenizer.language_weights.zh 1.0 -> "
-        "0.5, tokenizer.vocab_size 102400 -> 50000); run `crawl2score tokens` (or `crawl2score run`) first"
+    # two stages back, and for eval (which runs without a train marker too): the earliest stale stage
+    assert "the data stage's output was made with other settings (data.minhash_ngram 5 -> 4)" in missing_input(
+        cfg(data={"minhash_ngram": 4}), "train"
     )
-    write_marker(tmp_path, "train", "k", {}, cfg.stage_config("train"))
-    assert missing_input(Config.model_validate({"workdir": str(tmp_path), "train": {"log_every": 3}}), "eval") is None
-    changed = missing_input(Config.model_validate({"workdir": str(tmp_path), "model": {"preset": "small"}}), "eval")
-    assert "the train stage's output was made with other settings (model." in changed
+    assert "`crawl2score run --stages data,tokenizer,tokens,train,eval`" in stale_input(
+        cfg(data={"minhash_ngram": 4}), "eval"
+    )
+    changed = stale_input(cfg(model={"preset": "small"}), "eval")
+    assert "the train stage's output was made with other settings (model." in changed and ", and " in changed
+    assert stale_input(cfg(model={"preset": "small"}, eval={"checkpoints": ["ckpt"]}), "eval") is None
+    # how a stage runs, what only a later stage uses, and the input path spelled another way: no stop
+    harmless = [
+        {"train": {"log_every": 3}},
+        {"tokenizer": {"workers": 1, "batch_docs": 64, "encoder": "tokenizers"}},
+        {"tokenizer": {"input": str(tmp_path / "data" / "output")}},
+        {"data": {"executor": {"workers": 1, "kind": "local", "start_method": "spawn"}}},
+    ]
+    for settings in harmless:
+        assert missing_input(cfg(**settings), "train") is None, settings
+        assert stale_input(cfg(**settings), "eval") is None, settings
+    assert missing_input(cfg(tokenizer={"shard_tokens": 4096}), "tokens") is None  # the tokenizer is the same
+    assert "(tokenizer.shard_tokens 50000000 -> 4096)" in missing_input(cfg(tokenizer={"shard_tokens": 4096}), "train")
     write_marker(tmp_path, "tokens", "k", {})  # a marker from before settings were recorded: not checked
-    assert missing_input(other, "train") is None
+    assert missing_input(cfg(tokenizer={"shard_tokens": 4096, "vocab_size": 50_000}), "train") is not None  # tokenizer
+    write_marker(tmp_path, "tokenizer", "k", {})
+    write_marker(tmp_path, "data", "k", {})
+    assert missing_input(cfg(tokenizer={"vocab_size": 50_000}), "train") is None
 
 
 @pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
