@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from crawl2score.errors import BadInput
 from crawl2score.eval.decoding import Generation, decode, until_checker
-from crawl2score.model.checkpoint import default_tokenizer_dir
+from crawl2score.model.checkpoint import check_tokenizer_dir, default_tokenizer_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -135,6 +135,7 @@ class Crawl2ScoreLM(TemplateLM):
             self.tokenizer, self.tokenizer_dir = tokenizer, Path(getattr(tokenizer, "name_or_path", "") or ".")
         else:
             self.tokenizer_dir = Path(tokenizer) if tokenizer else default_tokenizer_dir(checkpoint)
+            check_tokenizer_dir(self.tokenizer_dir, "model_args tokenizer= or eval.tokenizer")
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir), local_files_only=True)
         self.truncate_prompts = _as_bool(truncate_prompts)
         self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 8

@@ -14,15 +14,40 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from crawl2score.errors import BadInput
 from crawl2score.model.config import ModelArgs
 from crawl2score.model.model import Transformer
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 LATEST = "latest"
+
+
+class CheckpointReadError(BadInput):
+    """A step dir whose files cannot give a model: damaged after they were written (the writer's rename
+    makes a half-written one impossible), or another model's. One line naming the file; not retried."""
+
+
+def read_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or a CheckpointReadError naming it (safetensors' own errors do not)."""
+    try:
+        return load_file(str(path), device=str(device))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointReadError(f"{path}: cannot be read ({exc})") from None
+
+
+def check_tensors(path: Path, want: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor `want` names is in `have` (read from `path`) with the same shape; one line if not."""
+    missing = sorted(set(want) - set(have))
+    if missing:
+        raise CheckpointReadError(f"{path}: lacks {len(missing)} of this model's tensors ({', '.join(missing[:3])})")
+    for key, shape in want.items():
+        if tuple(have[key]) != tuple(shape):
+            raise CheckpointReadError(f"{path}: {key} has shape {list(have[key])}, this model's is {list(shape)}")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -103,7 +128,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_args(path: str | os.PathLike) -> ModelArgs:
-    return ModelArgs.from_dict(json.loads((resolve_checkpoint(path) / CONFIG).read_text()))
+    """The ModelArgs in a checkpoint's config.json, or a CheckpointReadError naming the file."""
+    config = resolve_checkpoint(path) / CONFIG
+    try:
+        return ModelArgs.from_dict(json.loads(config.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # BadInput is a ValueError too
+        raise CheckpointReadError(f"{config}: not a model config ({exc.__class__.__name__}: {exc})") from None
 
 
 def load_checkpoint(
@@ -115,16 +145,34 @@ def load_checkpoint(
     (default: fp32 masters).
     """
     step = resolve_checkpoint(path)
-    args = ModelArgs.from_dict(json.loads((step / CONFIG).read_text()))
+    args = load_args(step)
     with torch.device("meta"):
         model = Transformer(args)
     model.to_empty(device=device)
-    state = load_file(str(step / WEIGHTS), device=str(device))
+    state = read_weights(step / WEIGHTS, device)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_tensors(step / WEIGHTS, want, {k: tuple(v.shape) for k, v in state.items()})
+    extra = sorted(set(state) - set(want))
+    if extra:
+        raise CheckpointReadError(
+            f"{step / WEIGHTS}: holds {len(extra)} tensors this model lacks ({', '.join(extra[:3])})"
+        )
     model.load_state_dict(state, strict=True)
     model.reset_buffers()
     if dtype is not None:
         model.to(dtype)
     return model.eval()
+
+
+def check_tokenizer_dir(path: str | os.PathLike[str], setting: str = "eval.tokenizer") -> Path:
+    """`path` if it is a tokenizer folder (tokenizer.json or tokenizer_config.json), else a one-line
+    CheckpointReadError naming it and the setting that picks it: transformers, given a missing folder,
+    takes it for a hub repo id and says only that the id is malformed."""
+    path = Path(path)
+    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
+        what = "no such folder" if not path.exists() else "no tokenizer.json or tokenizer_config.json in it"
+        raise CheckpointReadError(f"{path}: {what} (the checkpoint's tokenizer folder; set {setting})")
+    return path
 
 
 def default_tokenizer_dir(checkpoint: str | os.PathLike[str]) -> Path:

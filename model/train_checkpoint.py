@@ -42,11 +42,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from crawl2score.errors import BadInput
-from crawl2score.model.checkpoint import CONFIG, LATEST, WEIGHTS, mark_latest, model_state_dict, save_tensors
+from crawl2score.model.checkpoint import (
+    CONFIG,
+    LATEST,
+    WEIGHTS,
+    CheckpointReadError,
+    check_tensors,
+    mark_latest,
+    model_state_dict,
+    read_weights,
+    save_tensors,
+)
 
 STATE = "train_state.json"
 OPTIM = "optimizer.safetensors"
@@ -59,12 +67,6 @@ FAULT_POINTS = ("tmpdir", "weights", "config", "optimizer", "rng", "state", "fsy
 
 class CheckpointWriteError(OSError):
     """Writing a checkpoint failed (disk full, I/O error); the previous checkpoint is intact."""
-
-
-class CheckpointReadError(BadInput):
-    """The checkpoint to resume from cannot give this model its state: a file damaged after it was
-    written (the writer's rename makes a half-written one impossible), or tensors that are not this
-    model's (code changed under the same config). Retrying cannot help, so it is one line, not retried."""
 
 
 def _unusable(path: Path, problem: str) -> CheckpointReadError:
@@ -81,26 +83,31 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
         state = json.loads((path / STATE).read_text())
     except (OSError, ValueError) as exc:
         raise _unusable(path, f"{STATE} cannot be read ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(state, dict) or not {"step", "data_position", "param_groups"} <= state.keys():
-        raise _unusable(path, f"{STATE} is not a train state")
+    if not isinstance(state, dict):
+        raise _unusable(path, f"{STATE} is not a train state (a JSON {type(state).__name__})")
+    expected = {"step": int, "data_position": int, "param_groups": list, "optimizer_steps": dict}
+    for name, kind in expected.items():
+        value = state.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise _unusable(path, f"{STATE}: {name} is {json.dumps(value)}, not a valid {kind.__name__}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in state["optimizer_steps"].values()):
+        raise _unusable(path, f"{STATE}: optimizer_steps holds a value that is not a number")
     return state
 
 
 def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path / name))
-    except (OSError, SafetensorError) as exc:
-        raise _unusable(path, f"{name} cannot be read ({exc})") from None
+        return read_weights(path / name)
+    except CheckpointReadError as exc:  # the same line, said as a resume's
+        raise _unusable(path, str(exc).removeprefix(f"{path}/")) from None
 
 
 def _check_against(path: Path, targets: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
     """Every tensor this model and optimizer hold, with its (global) shape, is in the checkpoint."""
-    missing = sorted(set(targets) - set(shapes))
-    if missing:
-        raise _unusable(path, f"it lacks {len(missing)} of this model's tensors ({', '.join(missing[:3])})")
-    for key, dst in targets.items():
-        if tuple(shapes[key]) != tuple(dst.shape):
-            raise _unusable(path, f"{key} has shape {list(shapes[key])}, this model's is {list(dst.shape)}")
+    try:
+        check_tensors(path, {k: tuple(v.shape) for k, v in targets.items()}, shapes)
+    except CheckpointReadError as exc:
+        raise _unusable(path, str(exc).removeprefix(f"{path}: ")) from None
 
 
 def _fault(step: int, point: str) -> None:

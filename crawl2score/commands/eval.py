@@ -101,13 +101,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             short_name(t)
     except KeyError as exc:
         raise CLIError(f"--benchmarks: {exc.args[0]}") from None
-    from crawl2score.model.checkpoint import resolve_checkpoint
+    from crawl2score.model.checkpoint import check_tokenizer_dir, load_args, resolve_checkpoint
 
     for ckpt in cfg.eval.checkpoints or [str(Path(cfg.workdir) / "checkpoints")]:
         try:  # fail fast, with one line, before Prefect starts
             resolve_checkpoint(ckpt)
         except FileNotFoundError as exc:
             raise CLIError(f"no checkpoint to evaluate: {exc} (run `crawl2score train` or pass --checkpoint)") from None
+        load_args(ckpt)  # a config.json that is no model's: one line (CheckpointReadError) naming it
+    check_tokenizer_dir(cfg.eval.tokenizer or Path(cfg.workdir) / "tokenizer")
     for t in cfg.eval.benchmarks:  # a missing or broken file: one line (BadInput) before Prefect starts
         load_benchmark(t, cfg.eval.benchmarks_dir)
     from crawl2score.workdir import stale_input

@@ -89,3 +89,24 @@ def test_lm_eval_passthrough_prompt_too_long_is_one_line(tiny_workdir, capsys):
     assert code == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("crawl2score: error: ") and "add truncate_prompts=true to --model_args" in last, err
+
+
+@pytest.mark.parametrize("where", ["eval.tokenizer", "passthrough"])
+def test_missing_tokenizer_folder_is_one_line(tiny_workdir, tmp_path, capsys, where):
+    """A tokenizer path that is not there ended in eight tracebacks and transformers' complaint that
+    '/nonexistent' is not a valid hub repo id; now one line naming the path and the setting, exit 2,
+    before Prefect starts (and, through lm-eval's own CLI, before the model loads)."""
+    from crawl2score.cli import main
+
+    missing = tmp_path / "nonexistent"
+    if where == "eval.tokenizer":
+        argv = ["eval", "--workdir", str(tiny_workdir), "--set", f"eval.tokenizer={missing}", "--limit", "1"]
+    else:
+        model_args = f"checkpoint={tiny_workdir / 'checkpoints'},tokenizer={missing}"
+        argv = ["eval", "--", "--model", "crawl2score", "--model_args", model_args, "--tasks", "c2s_aime24_base"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"crawl2score: error: {missing}: no such folder (the checkpoint's tokenizer folder"), err
+    # (lm-eval's log handler may still hold an earlier test's closed stderr: "--- Logging error ---")
+    assert "check_tokenizer_dir" not in err and (where == "passthrough" or "Traceback" not in err), err

@@ -147,7 +147,7 @@ def _drop_one(step: Path) -> str:
     name = sorted(tensors)[0]
     del tensors[name]
     save_file(tensors, str(step / "model.safetensors"))
-    return f"it lacks 1 of this model's tensors (model.{name})"
+    return f"lacks 1 of this model's tensors (model.{name})"
 
 
 def _reshape_one(step: Path) -> str:
@@ -162,12 +162,18 @@ def _reshape_one(step: Path) -> str:
 def _cut(step: Path) -> str:
     data = (step / "model.safetensors").read_bytes()
     (step / "model.safetensors").write_bytes(data[: len(data) // 2])
-    return "model.safetensors cannot be read ("
+    return "model.safetensors: cannot be read ("
 
 
 def _garble_state(step: Path) -> str:
     (step / "train_state.json").write_text('{"step": 4,')
     return "train_state.json cannot be read (JSONDecodeError"
+
+
+def _retype_state(step: Path) -> str:
+    state = json.loads((step / "train_state.json").read_text())
+    (step / "train_state.json").write_text(json.dumps({**state, "data_position": None}))
+    return "train_state.json: data_position is null, not a valid int"
 
 
 def _cut_rng(step: Path) -> str:
@@ -176,7 +182,7 @@ def _cut_rng(step: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    "damage", [_drop_one, _reshape_one, _cut, _garble_state, _cut_rng], ids=lambda f: f.__name__[1:]
+    "damage", [_drop_one, _reshape_one, _cut, _garble_state, _retype_state, _cut_rng], ids=lambda f: f.__name__[1:]
 )
 def test_damaged_checkpoint_is_one_line_and_kept(tmp_path, cfg, straight, damage):
     """A checkpoint damaged after it was written (or not this model's) once ended the resume in a KeyError,

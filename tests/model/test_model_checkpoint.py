@@ -41,3 +41,50 @@ def test_save_into_existing_step_keeps_other_files(tmp_path, tiny_model):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage", ["config-garbage", "config-unknown-key", "weights-cut", "tensor-missing", "tensor-shape"]
+)
+def test_damaged_step_dir_is_one_line_naming_the_file(tmp_path, tiny_model, damage, capsys):
+    """Evaluation and `export-hf` of a step dir damaged after it was written once ended in a JSONDecodeError
+    or SafetensorError traceback naming no file (exit 1), or `export-hf` printing only `Expecting value: ...`.
+    Now one line naming the file and what is wrong, exit 2 from the CLI; the step dir is left as it was."""
+    from safetensors.torch import load_file, save_file
+
+    from crawl2score.cli import main
+    from crawl2score.model.checkpoint import CheckpointReadError
+
+    step = tmp_path / "checkpoints" / "step-4"
+    save_model(tiny_model, step)
+    weights, config = step / "model.safetensors", step / "config.json"
+    if damage == "config-garbage":
+        config.write_text("not json")
+        where, what = config, "not a model config (JSONDecodeError"
+    elif damage == "config-unknown-key":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "n_layer": 2}))
+        where, what = config, "unknown ModelArgs keys: ['n_layer']"
+    elif damage == "weights-cut":
+        weights.write_bytes(weights.read_bytes()[:1000])
+        where, what = weights, "cannot be read (Error while deserializing header"
+    else:
+        tensors = load_file(str(weights))
+        if damage == "tensor-missing":
+            del tensors["head.weight"]
+            what = "lacks 1 of this model's tensors (head.weight)"
+        else:
+            tensors["head.weight"] = tensors["head.weight"][:1].clone()
+            what = "head.weight has shape [1,"
+        save_file(tensors, str(weights))
+        where = weights
+    before = {p.name: p.read_bytes() for p in step.iterdir()}
+    with pytest.raises(CheckpointReadError) as err:
+        load_checkpoint(step)
+    assert str(err.value).startswith(f"{where}: ") and what in str(err.value), err.value
+    assert "\n" not in str(err.value)
+    capsys.readouterr()
+    assert main(["export-hf", str(tmp_path / "checkpoints" / "step-4"), str(tmp_path / "hf")]) == 2
+    out = capsys.readouterr().err
+    assert out.count("\n") == 1 and f"crawl2score: error: {where}: " in out, out
+    assert not (tmp_path / "hf").exists()
+    assert {p.name: p.read_bytes() for p in step.iterdir()} == before
