@@ -9,7 +9,7 @@ import sys
 
 from crawl2score import __version__
 from crawl2score.commands import CLIError, OneLineArgumentParser
-from crawl2score.errors import BadInput
+from crawl2score.errors import BadInput, FailedElsewhere
 
 # Each module exposes register(subparsers); the order is the order of `--help`.
 COMMAND_MODULES = ("pipeline", "data", "tokenizer", "model", "train", "eval")
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"crawl2score: error: {exc}", 2)
     except OSError as exc:  # the environment, not a bug: a full disk, a read-only or missing folder
         return _fail(f"crawl2score: error: {exc}", 2)
+    except FailedElsewhere as exc:  # a deployment run failed; its own log has the cause
+        return _fail(f"crawl2score: error: {exc}", 1)
     except KeyboardInterrupt:
         return _fail("crawl2score: interrupted", 130)
 

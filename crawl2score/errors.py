@@ -11,3 +11,9 @@ from __future__ import annotations
 
 class BadInput(ValueError):
     """A missing, unreadable or malformed input, or a setting that cannot work; the message says which."""
+
+
+class FailedElsewhere(RuntimeError):
+    """A run this one waited on (a deployment run on another worker) failed, and its own log holds the
+    cause: reported here as one line naming that run, without a traceback that would only point at the
+    waiting. Not bad input, so the CLI exits 1."""

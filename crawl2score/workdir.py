@@ -141,14 +141,15 @@ def select_stages(
     return run, redo
 
 
-def missing_input(config: Any, stage: str) -> str | None:
+def missing_input(config: Any, stage: str, through: str | None = None) -> str | None:
     """One line naming the earlier stage `stage` needs and what to run, or None when its inputs are there.
 
     An upstream stage has completed when its marker is there and carries its key: the one definition the
-    CLI and the flows share, so both stop at the same point with the same line.
+    CLI and the flows share, so both stop at the same point with the same line. Then `stale_input`.
 
     The one check of a stage's inputs: the CLI calls it before Prefect starts (so the error is one line),
-    the flows through `flows._stage.upstream_key`. `config` is a `crawl2score.config.Config`.
+    the flows through `flows._stage.upstream_key`. `config` is a `crawl2score.config.Config`; `through`, the
+    last stage of a run of several (the stages to redo are named up to it).
     """
     for upstream, alternative in STAGE_INPUTS.get(stage, ()):
         if alternative and _dotted(config, alternative):
@@ -161,30 +162,56 @@ def missing_input(config: Any, stage: str) -> str | None:
             # Only `write_marker` writes markers, always with a key: this one was edited by hand or comes
             # from another layout, so nothing says which inputs and settings the output was made from.
             return f"{config.workdir}: the {upstream} stage's marker has no key (run `crawl2score {upstream} --force`)"
-    return stale_input(config, stage)
+    return stale_input(config, stage, through)
 
 
-def stale_input(config: Any, stage: str) -> str | None:
-    """One line naming the earliest stage `stage` reads from, directly or through others, whose output was
-    made with other settings than `config`'s, and what to run; None when there is none.
+def stale_input(config: Any, stage: str, through: str | None = None) -> str | None:
+    """One line naming the earliest stage `stage` reads from, directly or through others, whose output is
+    not what `crawl2score run` with `config` would make, and the stages to redo; None when there is none.
 
-    Running one stage alone after changing an earlier stage's settings would read output made with the old
-    ones (a 102,400-entry tokenizer for a 50,000-entry model); `crawl2score run` redoes the earlier stages
-    instead. Only settings that decide a stage's output count (`Config.stage_config`). Stages without a
-    marker, and markers from before the settings were recorded, are not checked here.
+    Stale is: made with other settings than `config`'s (only those that decide a stage's output count,
+    `Config.stage_config`), or made from an earlier stage's output that has been redone since (the input
+    keys its marker recorded are not the keys there now). Running one stage alone on such output would read
+    what the old settings made: a 102,400-entry tokenizer for a 50,000-entry model, or checkpoints trained
+    on the shards of a tokenizer since replaced. Stages without a marker, and markers from before settings
+    and inputs were recorded, are not checked here.
     """
     reads = _reads(config, stage)
     for upstream in (s for s in STAGES if s in reads):
         marker = read_marker(config.workdir, upstream) or {}
         changed = settings_changed(upstream, marker.get("config"), config.stage_config(upstream))
-        if changed:
-            redo = ",".join(s for s in STAGES if s in {*reads, stage} and STAGES.index(s) >= STAGES.index(upstream))
-            return (
-                f"{config.workdir}: the {upstream} stage's output was made with other settings ({changed}); "
-                f"redo it with this run's settings first: `crawl2score run --stages {redo}` with the same "
-                "config and --set"
-            )
+        why = f"was made with other settings ({changed})" if changed else _redone_since(config, upstream, marker)
+        if why:
+            first, this, last = STAGES.index(upstream), STAGES.index(stage), STAGES.index(through or stage)
+            # the stale stage, those after it that this one reads, this one and the rest of the run
+            redo = [s for i, s in enumerate(STAGES) if first <= i <= last and (s in reads or i >= this)]
+            return f"{config.workdir}: the {upstream} stage's output {why}; {redo_hint(redo)}"
     return None
+
+
+def redo_hint(stages: list[str]) -> str:
+    """What to run, for a terminal user and for one who starts deployment runs from the UI."""
+    names = ",".join(stages)
+    listed = "[" + ", ".join(f'"{s}"' for s in stages) + "]"
+    return (
+        f"redo {'it' if len(stages) == 1 else 'them'} with this run's settings first: `crawl2score run --stages "
+        f"{names}` with the same config and --set (from the UI: a pipeline run with stages {listed} and the "
+        "same overrides)"
+    )
+
+
+def _redone_since(config: Any, stage: str, marker: dict[str, Any]) -> str:
+    """'' unless `stage`'s output was made from an output of a stage before it that has been redone since."""
+    recorded = marker.get("inputs")
+    if not isinstance(recorded, list):
+        return ""
+    for upstream, alternative in STAGE_INPUTS.get(stage, ()):
+        if alternative and _dotted(config, alternative):
+            continue
+        key = (read_marker(config.workdir, upstream) or {}).get("key")
+        if isinstance(key, str) and key not in recorded:
+            return f"was made from an earlier {upstream} output (the {upstream} stage was redone since)"
+    return ""
 
 
 def _reads(config: Any, stage: str) -> set[str]:
@@ -241,12 +268,15 @@ def write_marker(
     key: str,
     figures: dict[str, Any],
     config: dict[str, Any] | None = None,
+    inputs: list[str] | None = None,
 ) -> None:
-    """Record a finished stage: its key, figures and the settings it ran with (`config`, its stage_config),
-    which let a later stage run alone name what changed since (`missing_input`)."""
+    """Record a finished stage: its key, figures, the settings it ran with (`config`, its stage_config) and
+    its input keys, which let a later stage run alone say what changed since (`stale_input`)."""
     record: dict[str, Any] = {"key": key, "finished": time.time(), "figures": figures}
     if config is not None:
         record["config"] = config
+    if inputs is not None:
+        record["inputs"] = list(inputs)
     atomic_write_json(stage_dir(workdir, stage) / MARKER, record)
 
 

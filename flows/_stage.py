@@ -73,7 +73,7 @@ def run_stage(
         )
     clear_marker(workdir, stage)
     figures = body(key)
-    write_marker(workdir, stage, key, figures, config.stage_config(stage))
+    write_marker(workdir, stage, key, figures, config.stage_config(stage), input_keys)
     update_report(workdir, stage, figures)
     table_artifact(f"{stage}-figures", figures, description=f"{stage} stage figures")
     return {"stage": stage, "key": key, "skipped": False, "figures": figures}

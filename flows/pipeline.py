@@ -14,8 +14,10 @@ from typing import Any
 from prefect import flow
 
 from crawl2score.config import Config, apply_overrides
+from crawl2score.errors import FailedElsewhere
+from crawl2score.flows._stage import StageInputMissing
 from crawl2score.tasks._prefect import logger, markdown_artifact, table_artifact
-from crawl2score.workdir import flatten_figures, format_value, read_marker, select_stages, stage_dir
+from crawl2score.workdir import flatten_figures, format_value, missing_input, read_marker, select_stages, stage_dir
 
 # stage → (module, flow function). A new stage plugs in here and in crawl2score.workdir.STAGES.
 STAGE_FLOWS: dict[str, tuple[str, str]] = {
@@ -42,7 +44,11 @@ def _train_on_pool(config: Config, force: bool) -> dict[str, Any]:
         name=name, parameters={"config": config.model_dump(mode="json"), "force": force}, as_subflow=True
     )
     if run.state is None or not run.state.is_completed():
-        raise RuntimeError(f"train deployment {name!r} ended in state {run.state.name if run.state else 'unknown'}")
+        # Its log holds the cause (one line for bad input, else the traceback); a traceback of this flow
+        # would point here and bury the line.
+        state = run.state.name if run.state else "unknown"
+        said = f": {run.state.message}" if run.state and run.state.message else ""
+        raise FailedElsewhere(f"train deployment {name!r}: flow run {run.name!r} ({run.id}) ended {state}{said}")
     marker = read_marker(config.workdir, "train") or {}
     skipped = bool(before) and before.get("finished") == marker.get("finished")  # the marker was not rewritten
     return {"stage": "train", "key": marker.get("key", ""), "skipped": skipped, "figures": marker.get("figures", {})}
@@ -98,6 +104,9 @@ def pipeline(
     `overrides` (`section.key=value`, as `--set`) changes keys of `config` without restating the rest."""
     config = apply_overrides(config or Config(), overrides)
     wanted, force = select_stages(stages, force)  # a typo fails the run in one line, not an empty run
+    problem = missing_input(config, wanted[0], through=wanted[-1]) if wanted else None
+    if problem:  # the same line `crawl2score run` gives before Prefect starts, naming the whole run's stages
+        raise StageInputMissing(problem)
     results: dict[str, Any] = {}
     for stage in wanted:
         if stage == "train" and config.prefect.train_deployment:

@@ -12,13 +12,14 @@ from crawl2score.flows._stage import run_stage, upstream_key
 from crawl2score.tasks.tokenizer import corpus_files_task, tokenizer_task
 
 
-def corpus_key(config: Config, files: list[str]) -> str:
-    """The data stage's key, or for a user corpus (`tokenizer.input`) a fingerprint of its files."""
+def corpus_key(config: Config, files: list[str], stage: str = "tokenizer") -> str:
+    """The data stage's key, or for a user corpus (`tokenizer.input`) a fingerprint of its files. `stage`:
+    the stage reading it (tokenizer or tokens), whose input check runs first."""
     from crawl2score.tokenizer.corpus import files_fingerprint
 
     if config.tokenizer.input:
         return "input-" + files_fingerprint(Path(f) for f in files)
-    return upstream_key(config, "tokenizer", "data")
+    return upstream_key(config, stage, "data")
 
 
 @flow(name="tokenizer")

@@ -18,7 +18,7 @@ def tokens_flow(config: Config, force: bool = False, overrides: list[str] | None
     """Encode the corpus into WORKDIR/tokens/ unless the shards are current for this corpus and tokenizer."""
     config = apply_overrides(config, overrides)  # `--set`-style keys over the deployed config
     files = corpus_files_task(config.tokenizer, config.workdir)
-    input_keys = [corpus_key(config, files), upstream_key(config, "tokens", "tokenizer")]
+    input_keys = [corpus_key(config, files, "tokens"), upstream_key(config, "tokens", "tokenizer")]
 
     def body(_key: str) -> dict[str, Any]:
         return tokens_task(config.tokenizer, config.workdir, files)

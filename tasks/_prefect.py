@@ -25,7 +25,7 @@ from prefect.artifacts import (
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 
-from crawl2score.errors import BadInput
+from crawl2score.errors import BadInput, FailedElsewhere
 from crawl2score.workdir import flatten_figures, format_value
 
 
@@ -37,7 +37,11 @@ class _NoTracebackForBadInput(logging.Filter):
     Any other exception, a bug, keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], BadInput):
+        if record.exc_info and isinstance(record.exc_info[1], (BadInput, FailedElsewhere)):
+            # A deployment run's flow engine adds "Engine execution exited with unexpected exception" after
+            # the run has logged its failure: for an expected one, a line that only asks for a bug report.
+            if record.getMessage() == "Engine execution exited with unexpected exception":
+                return False
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -76,7 +76,7 @@ def _check_first_stage_inputs(cfg, wanted: list[str]) -> None:
     starts (a failure inside the flow would come with Prefect's own error log)."""
     from crawl2score.workdir import missing_input
 
-    problem = missing_input(cfg, wanted[0]) if wanted else None
+    problem = missing_input(cfg, wanted[0], through=wanted[-1]) if wanted else None
     if problem:
         raise CLIError(problem)
     if "data" in wanted and cfg.data.input:

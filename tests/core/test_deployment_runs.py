@@ -193,6 +193,40 @@ def test_bad_input_fails_the_run_with_one_line_naming_the_file_and_no_traceback(
     assert not (tmp_path / "work" / "tokenizer").exists()
 
 
+def test_a_run_on_stale_output_or_a_failed_train_run_ends_in_one_line(server, deployed, tmp_path) -> None:
+    """From the UI, on the pipeline test's completed stages (copied): a pipeline run of `train` alone after a
+    tokenizer setting changed fails up front, saying which stages to redo; a run whose train deployment run
+    fails on its config fails with one line naming that run and carrying its line (was: `RuntimeError: train
+    deployment 'train/train' ended in state Failed` and two tracebacks). Neither log has a traceback or
+    Prefect's "Engine execution exited with unexpected exception"."""
+    import shutil
+
+    own = tmp_path / "work"
+    for stage in ("data", "tokenizer", "tokens"):
+        shutil.copytree(deployed["work"] / stage, own / stage)
+    vocab = deployment(server, "pipeline/pipeline")["parameters"]["config"]["tokenizer"]["vocab_size"]
+    cases = {
+        f"tokenizer.vocab_size={vocab + 512}": [
+            f"the tokenizer stage's output was made with other settings (tokenizer.vocab_size {vocab} -> {vocab + 512})",
+            'a pipeline run with stages ["tokenizer", "tokens", "train"] and the same overrides',
+        ],
+        "train.seq_len=100000": [
+            "FailedElsewhere: train deployment 'train/train': flow run '",
+            "TrainerError: train.seq_len 100000 exceeds model.max_seq_len",
+        ],
+    }
+    for override, lines in cases.items():
+        run = run_deployment(
+            server, "pipeline/pipeline", {"stages": ["train"], "overrides": [f"workdir={own}", override]}
+        )
+        assert run["state"]["type"] == "FAILED", run["state"]
+        assert all(line in run["state"]["message"] for line in lines), run["state"]["message"]
+        messages = run_logs(server, run["id"], until="Encountered exception")
+        assert any(lines[1] in m and m.startswith("Encountered exception") for m in messages), "\n".join(messages)
+        assert not [m for m in messages if "Traceback" in m or "Engine execution exited" in m], messages
+    assert not (own / "checkpoints" / "latest").exists()
+
+
 def trainer_pids(workdir: Path) -> list[int]:
     """Live trainer processes of this work directory (their command line names its run config)."""
     pids = []

@@ -128,3 +128,22 @@ def test_failed_run_logs_bad_input_as_one_line_and_a_bug_with_its_traceback(pref
     assert {r.name for r in failures} == {"prefect.task_runs", "prefect.flow_runs"}
     with_traceback = {r.name for r in failures if r.exc_info}
     assert with_traceback == (set() if bad_input else {"prefect.task_runs", "prefect.flow_runs"})
+
+
+def test_engine_exit_line_is_dropped_for_expected_failures_only() -> None:
+    """A deployment run's flow engine logs "Engine execution exited with unexpected exception" after the run
+    logged its failure; for bad input (and a failed run waited on) it only asks for a bug report."""
+    from crawl2score.errors import BadInput, FailedElsewhere
+    from crawl2score.tasks._prefect import _NoTracebackForBadInput
+
+    def record(exc: BaseException, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, msg, None, (type(exc), exc, None))
+
+    engine = "Engine execution exited with unexpected exception"
+    keep = _NoTracebackForBadInput()
+    assert not keep.filter(record(BadInput("x: bad"), engine))
+    assert not keep.filter(record(FailedElsewhere("run r failed"), engine))
+    bug = record(IndexError("index out of range"), engine)
+    assert keep.filter(bug) and bug.exc_info is not None
+    other = record(BadInput("x: bad"), "Encountered exception during execution: BadInput('x: bad')")
+    assert keep.filter(other) and other.exc_info is None

@@ -112,9 +112,12 @@ def test_missing_input_names_settings_changed_since_an_earlier_stage_ran(tmp_pat
     other = cfg(tokenizer={"vocab_size": 50_000, "language_weights": {"en": 1.0, "zh": 0.5}})
     assert missing_input(other, "tokens") == (
         f"{tmp_path}: the tokenizer stage's output was made with other settings (tokenizer.language_weights.zh 1.0 -> "
-        "0.5, tokenizer.vocab_size 102400 -> 50000); redo it with this run's settings first: "
-        "`crawl2score run --stages tokenizer,tokens` with the same config and --set"
+        "0.5, tokenizer.vocab_size 102400 -> 50000); redo them with this run's settings first: "
+        "`crawl2score run --stages tokenizer,tokens` with the same config and --set (from the UI: a pipeline "
+        'run with stages ["tokenizer", "tokens"] and the same overrides)'
     )
+    # a run of several stages names them all (the CLI's `run --stages tokens,train` and the pipeline flow)
+    assert "`crawl2score run --stages tokenizer,tokens,train`" in missing_input(other, "tokens", through="train")
     # two stages back, and for eval (which runs without a train marker too): the earliest stale stage
     assert "the data stage's output was made with other settings (data.minhash_ngram 5 -> 4)" in missing_input(
         cfg(data={"minhash_ngram": 4}), "train"
@@ -137,6 +140,21 @@ def test_missing_input_names_settings_changed_since_an_earlier_stage_ran(tmp_pat
         assert stale_input(cfg(**settings), "eval") is None, settings
     assert missing_input(cfg(tokenizer={"shard_tokens": 4096}), "tokens") is None  # the tokenizer is the same
     assert "(tokenizer.shard_tokens 50000000 -> 4096)" in missing_input(cfg(tokenizer={"shard_tokens": 4096}), "train")
+    # an earlier stage redone since (new key) with the settings unchanged: what was made from it is stale
+    write_marker(tmp_path, "tokenizer", "k", {}, base.stage_config("tokenizer"), ["d1"])
+    write_marker(tmp_path, "tokens", "k", {}, base.stage_config("tokens"), ["d1", "k"])
+    write_marker(tmp_path, "train", "t", {}, base.stage_config("train"), ["k"])
+    write_marker(tmp_path, "data", "d1", {}, base.stage_config("data"), [])
+    assert missing_input(base, "train") is None and stale_input(base, "eval") is None
+    write_marker(tmp_path, "tokenizer", "k2", {}, base.stage_config("tokenizer"), ["d1"])
+    assert missing_input(base, "train") == (
+        f"{tmp_path}: the tokens stage's output was made from an earlier tokenizer output (the tokenizer stage "
+        "was redone since); redo them with this run's settings first: `crawl2score run --stages tokens,train` "
+        'with the same config and --set (from the UI: a pipeline run with stages ["tokens", "train"] and the '
+        "same overrides)"
+    )
+    write_marker(tmp_path, "tokens", "k3", {}, base.stage_config("tokens"), ["d1", "k2"])
+    assert "the train stage's output was made from an earlier tokens output" in stale_input(base, "eval")
     write_marker(tmp_path, "tokens", "k", {})  # a marker from before settings were recorded: not checked
     assert missing_input(cfg(tokenizer={"shard_tokens": 4096, "vocab_size": 50_000}), "train") is not None  # tokenizer
     write_marker(tmp_path, "tokenizer", "k", {})

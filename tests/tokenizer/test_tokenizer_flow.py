@@ -68,8 +68,8 @@ def test_tokens_alone_refuses_a_tokenizer_made_with_other_settings(
     tokenizer_flow(_config(tmp_path))
     line = (
         f"{tmp_path}: the tokenizer stage's output was made with other settings (tokenizer.vocab_size 1024 -> 2048); "
-        "redo it with this run's settings first: `crawl2score run --stages tokenizer,tokens` with the same config "
-        "and --set"
+        "redo them with this run's settings first: `crawl2score run --stages tokenizer,tokens` with the same config "
+        'and --set (from the UI: a pipeline run with stages ["tokenizer", "tokens"] and the same overrides)'
     )
     with pytest.raises(StageInputMissing) as err:
         tokens_flow(_config(tmp_path, vocab_size=2 * FLOW_VOCAB))
