@@ -280,7 +280,7 @@ class Trainer:
         state = read_train_state(resume)
         if state.get("fingerprint") != self.fingerprint:
             raise BadInput(
-                f"{resume} was written by a different model/train config; remove {self.ckpt_dir} or rerun with --force"
+                f"{resume} was written by a different model/train config; remove {self.ckpt_dir} or rerun with --force (from the UI: force)"
             )
         state = load_checkpoint_into(resume, self.model, self.optimizer)
         self.step, self.position = int(state["step"]), int(state["data_position"])

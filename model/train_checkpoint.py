@@ -72,7 +72,7 @@ class CheckpointWriteError(OSError):
 def _unusable(path: Path, problem: str) -> CheckpointReadError:
     return CheckpointReadError(
         f"{path}: cannot resume from this checkpoint: {problem}; remove {path.name} to resume from an earlier "
-        "step, or rerun with --force to start over"
+        "step, or rerun with --force (from the UI: force) to start over"
     )
 
 

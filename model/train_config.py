@@ -26,6 +26,10 @@ VOLATILE_KEYS = frozenset(
         "tokens_dir",
         "extra",
         "expert_parallel",  # checkpoints hold the whole model: any EP size resumes them
+        # How a step is cut up, not what it computes: the same global batch, token-weighted loss and update
+        # up to rounding. A run that ran out of memory resumes with a smaller micro-batch or loss chunk.
+        "micro_batch_size",
+        "loss_chunk",
     }
 )
 

@@ -201,6 +201,8 @@ def test_damaged_checkpoint_is_one_line_and_kept(tmp_path, cfg, straight, damage
     lines = [ln for ln in res.stderr.splitlines() if "error:" in ln]
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert f"{ckpts / 'step-4'}: cannot resume from this checkpoint: {problem}" in lines[0], lines[0]
-    assert lines[0].endswith("remove step-4 to resume from an earlier step, or rerun with --force to start over")
+    assert lines[0].endswith(
+        "remove step-4 to resume from an earlier step, or rerun with --force (from the UI: force) to start over"
+    )
     assert {p.name: p.read_bytes() for p in (ckpts / "step-4").iterdir()} == before
     assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-4"]

@@ -88,3 +88,18 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, tokens_dir):
     from crawl2score.model import load_checkpoint
 
     load_checkpoint(tmp_path / "w/checkpoints")  # the last checkpoint is complete and loads
+
+
+def test_resumes_with_a_smaller_micro_batch(tmp_path, tokens_dir):
+    """After running out of memory a user halves the micro-batch: the same run resumes (the same global
+    batch and update up to rounding), instead of being refused as another config."""
+    import shutil
+
+    cfg = write_config(tmp_path / "cfg.json", tiny_config(tokens_dir, steps=4, checkpoint_every=2))
+    assert run_trainer(cfg, tmp_path / "w").returncode == 0
+    shutil.rmtree(tmp_path / "w" / "checkpoints" / "step-4")
+    smaller = tiny_config(tokens_dir, steps=4, checkpoint_every=2, micro_batch_size=1, loss_chunk=64)
+    res = run_trainer(write_config(tmp_path / "smaller.json", smaller), tmp_path / "w")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert events(res.stdout, "start")[0]["step"] == 2
+    assert (tmp_path / "w" / "checkpoints" / "latest").read_text().strip() == "step-4"
