@@ -33,8 +33,8 @@ class _NoTracebackForBadInput(logging.Filter):
     """Prefect logs a failed task or flow run with the exception's traceback, in the terminal and in the UI.
     For :class:`BadInput` the traceback points at our code when the fix is in a file or a setting, and buries
     the one line that says so; the record keeps its message ("Task run failed with exception:
-    CorpusError('corpus/a.jsonl.gz: cannot be read (Not a gzipped file)')") and loses the traceback.
-    Any other exception, a bug, keeps it."""
+    CorpusError('corpus/a.jsonl.gz: cannot be read (Not a gzipped file)')") and loses the traceback. So
+    does :class:`FailedElsewhere`, whose cause is in another run's log. Any other exception, a bug, keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], (BadInput, FailedElsewhere)):
