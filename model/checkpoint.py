@@ -40,14 +40,16 @@ def read_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, to
         raise CheckpointReadError(f"{path}: cannot be read ({exc})") from None
 
 
-def check_tensors(path: Path, want: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]]) -> None:
-    """Every tensor `want` names is in `have` (read from `path`) with the same shape; one line if not."""
+def tensors_problem(want: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]]) -> str | None:
+    """What keeps tensors of shapes `have` from filling a model wanting `want`: a missing tensor or another
+    shape, said in a few words; None when nothing does."""
     missing = sorted(set(want) - set(have))
     if missing:
-        raise CheckpointReadError(f"{path}: lacks {len(missing)} of this model's tensors ({', '.join(missing[:3])})")
+        return f"lacks {len(missing)} of this model's tensors ({', '.join(missing[:3])})"
     for key, shape in want.items():
         if tuple(have[key]) != tuple(shape):
-            raise CheckpointReadError(f"{path}: {key} has shape {list(have[key])}, this model's is {list(shape)}")
+            return f"{key} has shape {list(have[key])}, this model's is {list(shape)}"
+    return None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -151,12 +153,12 @@ def load_checkpoint(
     model.to_empty(device=device)
     state = read_weights(step / WEIGHTS, device)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_tensors(step / WEIGHTS, want, {k: tuple(v.shape) for k, v in state.items()})
+    problem = tensors_problem(want, {k: tuple(v.shape) for k, v in state.items()})
     extra = sorted(set(state) - set(want))
     if extra:
-        raise CheckpointReadError(
-            f"{step / WEIGHTS}: holds {len(extra)} tensors this model lacks ({', '.join(extra[:3])})"
-        )
+        problem = problem or f"holds {len(extra)} tensors this model lacks ({', '.join(extra[:3])})"
+    if problem:
+        raise CheckpointReadError(f"{step / WEIGHTS}: {problem}")
     model.load_state_dict(state, strict=True)
     model.reset_buffers()
     if dtype is not None:

@@ -49,11 +49,11 @@ from crawl2score.model.checkpoint import (
     LATEST,
     WEIGHTS,
     CheckpointReadError,
-    check_tensors,
     mark_latest,
     model_state_dict,
     read_weights,
     save_tensors,
+    tensors_problem,
 )
 
 STATE = "train_state.json"
@@ -104,10 +104,9 @@ def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 def _check_against(path: Path, targets: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
     """Every tensor this model and optimizer hold, with its (global) shape, is in the checkpoint."""
-    try:
-        check_tensors(path, {k: tuple(v.shape) for k, v in targets.items()}, shapes)
-    except CheckpointReadError as exc:
-        raise _unusable(path, str(exc).removeprefix(f"{path}: ")) from None
+    problem = tensors_problem({k: tuple(v.shape) for k, v in targets.items()}, shapes)
+    if problem:
+        raise _unusable(path, problem)
 
 
 def _fault(step: int, point: str) -> None:
