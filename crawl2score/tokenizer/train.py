@@ -30,7 +30,7 @@ from crawl2score.tokenizer.bpe import (
 from crawl2score.tokenizer.chat import write_chat_template, write_heldout
 from crawl2score.tokenizer.corpus import CorpusError, SampleStats, corpus_location, iter_documents, training_batches
 from crawl2score.tokenizer.encode import Encoder, load_encoder, write_ranks_cache
-from crawl2score.tokenizer.ranks import train_rustbpe
+from crawl2score.tokenizer.ranks import train_numba, train_rustbpe
 from crawl2score.tokenizer.shards import prefetch
 from crawl2score.workdir import atomic_dir, atomic_write_json, file_hash
 
@@ -111,6 +111,15 @@ def _shortfall_banner(result: TrainedBPE, requested: int) -> str:
 
 def _train(cfg: TokenizerConfig, batches: Iterator[list[str]], kind: str, require_exact: bool) -> TrainedBPE:
     """One BPE with the configured trainer; both return the same HF tokenizer layout."""
+    if cfg.trainer == "numba":
+        return train_numba(
+            batches,
+            cfg.vocab_size,
+            reserved=cfg.reserved_special_tokens,
+            kind=kind,
+            require_exact=require_exact,
+            workers=cfg.workers,
+        )
     if cfg.trainer == "rustbpe":
         return train_rustbpe(
             batches, cfg.vocab_size, reserved=cfg.reserved_special_tokens, kind=kind, require_exact=require_exact

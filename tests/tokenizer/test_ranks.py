@@ -121,7 +121,7 @@ def test_tiktoken_ranks_are_refused_for_foreign_tokenizers(rust_trained) -> None
 
 
 def test_config_trainer_choices() -> None:
-    assert TokenizerConfig().trainer == "rustbpe" and TokenizerConfig().encoder == "auto"
+    assert TokenizerConfig().trainer == "numba" and TokenizerConfig().encoder == "auto"
     assert TokenizerConfig(trainer="tokenizers", max_token_length=16).max_token_length == 16
     with pytest.raises(ValidationError, match="max_token_length needs tokenizer.trainer: tokenizers"):
         TokenizerConfig(max_token_length=16)
