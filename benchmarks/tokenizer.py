@@ -1,15 +1,19 @@
-"""Tokenizer stage speed: both trainers and both encoders against bare HF `tokenizers`, in one run.
+"""Tokenizer stage speed: the three trainers and both encoders against bare HF `tokenizers`, in one run.
 
 Training (vocabulary 102,400, the project's DeepSeek pre-tokenizer, text already in memory for the bare
-runs): bare `tokenizers` BpeTrainer, bare rustbpe, and the stage (`train_tokenizer`: streaming, sampling,
-writing the HF files; rustbpe also recovering the merge list) with each trainer. Encoding: bare
+runs): bare `tokenizers` BpeTrainer, bare rustbpe, bare numba (our merge loop: counting on `--workers`
+processes, then the loop; asserted to learn rustbpe's very tokens), and the stage (`train_tokenizer`:
+streaming, sampling, writing the HF files; rustbpe also recovering the merge list) with each trainer. The
+numba loop's first call in a fresh process is timed apart, with an empty and with a filled compile cache
+(a fresh install compiles once). Encoding: bare
 `tokenizers` `encode_batch_fast` and bare tiktoken `encode_ordinary_batch` on the stage's tokenizer, and the
-stage (`write_shards`) with each encoder. Goals (issue 14): stage training >= 2.5x bare tokenizers, stage
-encoding >= 2x bare tokenizers, held-out bytes/token of the rustbpe vocabulary within 1% of the tokenizers
-one (every 50th document held out of both bare trainings). Also asserted: tiktoken gives tokenizers' ids on
+stage (`write_shards`) with each encoder. Goals (issue 14): stage training (the default trainer, numba)
+>= 2.5x bare tokenizers, stage encoding >= 2x bare tokenizers, held-out bytes/token of the numba (= rustbpe)
+vocabulary within 1% of the tokenizers one (every 50th document held out of both bare trainings). Also asserted: tiktoken gives tokenizers' ids on
 the whole corpus, and both encoders write byte-identical shards. CPU seconds (all threads) are reported next
-to wall time because the benchmark machine is shared; each measurement is the fastest of `--repeat` runs
-(as `timeit` does: the slower runs measure the other jobs on the machine), wall and CPU minimised apart.
+to wall time because the benchmark machine is shared (they include the counting processes, once they have
+ended); each measurement is the fastest of `--repeat` runs (as `timeit` does: the slower runs measure the
+other jobs on the machine), wall and CPU minimised apart.
 
     .venv/bin/python benchmarks/tokenizer.py [--mb 30] [--vocab 102400] [--workers 2] [--repeat 3]
 """
@@ -20,6 +24,8 @@ import argparse
 import gzip
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +53,8 @@ def main() -> int:
     from crawl2score.config.tokenizer import TokenizerConfig
     from crawl2score.tokenizer.bpe import encode_texts, load_tokenizer, new_tokenizer, special_tokens
     from crawl2score.tokenizer.encode import TiktokenEncoder, load_encoder
+    from crawl2score.tokenizer.merge_loop import learn_tokens
+    from crawl2score.tokenizer.pretokenize import count_words
     from crawl2score.tokenizer.ranks import RUST_PATTERNS, hf_from_ranks, ranks_from_tokenizer_json
     from crawl2score.tokenizer.shards import write_shards
     from crawl2score.tokenizer.synthetic import write_corpus
@@ -63,9 +71,9 @@ def main() -> int:
         """fn() run `--repeat` times; the fastest wall and CPU times are kept, the last result returned."""
         for _ in range(args.repeat):
             result = None  # the previous run's output is not kept alive during the next one
-            t, c = time.perf_counter(), time.process_time()
+            t, c = time.perf_counter(), _cpu()
             result = fn()
-            w, u = time.perf_counter() - t, time.process_time() - c  # CPU: all threads of the process
+            w, u = time.perf_counter() - t, _cpu() - c  # CPU: all threads, and the processes that ended
             wall[name], cpu[name] = min(wall.get(name, w), w), min(cpu.get(name, u), u)
             print(f"{name}: {w:.1f} s wall, {u:.1f} CPU s", flush=True)
         return result
@@ -100,29 +108,43 @@ def main() -> int:
             rb.train_from_iterator(iter(train_texts), args.vocab - len(specials), pattern=RUST_PATTERNS["deepseek"])
             return rb
 
+        def bare_numba():
+            counts = count_words(iter(batches), RUST_PATTERNS["deepseek"], args.workers)
+            return learn_tokens(counts, args.vocab - len(specials) - 256)
+
+        first_call = {cache: _numba_first_call(tmp_path / "numba-cache") for cache in ("empty", "filled")}
         hf_tok = timed("bare_train_tokenizers", bare_tokenizers)
         rb = timed("bare_train_rustbpe", bare_rustbpe)
         ranked = [bytes(b) for b, _ in sorted(rb.get_mergeable_ranks(), key=lambda item: item[1])]
         # merge-list recovery + HF model: part of the stage's rustbpe time
         rb_tok, duplicates = timed("rustbpe_to_hf", lambda: hf_from_ranks(ranked, specials))
+        numba_tokens, splits = timed("bare_train_numba", bare_numba)
+        assert numba_tokens == ranked, "the numba merge loop learned other tokens than rustbpe"
+        nb_tok, _ = timed("numba_to_hf", lambda: hf_from_ranks(numba_tokens, specials, splits=splits))
+        assert nb_tok.to_str() == rb_tok.to_str()
 
         def bytes_per_token(tok) -> float:
             tok.encode_special_tokens = True
             return n_heldout / sum(len(x) for x in encode_texts(tok, heldout))
 
         n_heldout = sum(len(x.encode("utf-8")) for x in heldout)
-        bpt = {"tokenizers": bytes_per_token(hf_tok), "rustbpe": bytes_per_token(rb_tok)}
+        bpt = {
+            "tokenizers": bytes_per_token(hf_tok),
+            "rustbpe": bytes_per_token(rb_tok),
+            "numba": bytes_per_token(nb_tok),
+        }
         hf_compatible = ranks_from_tokenizer_json(json.loads(hf_tok.to_str()))
 
         stage_figures = {}
-        for trainer_name in ("tokenizers", "rustbpe"):
+        for trainer_name in ("tokenizers", "rustbpe", "numba"):
             cfg = base.model_copy(update={"trainer": trainer_name})
             out = tmp_path / f"tok-{trainer_name}"
             stage_figures[trainer_name] = timed(
                 f"train_{trainer_name}", lambda cfg=cfg, out=out: train_tokenizer(cfg, files, out)
             )
 
-        tok_dir = tmp_path / "tok-rustbpe"
+        tok_dir = tmp_path / "tok-numba"
+        assert (tok_dir / "tokenizer.json").read_bytes() == (tmp_path / "tok-rustbpe" / "tokenizer.json").read_bytes()
         enc_hf = load_tokenizer(tok_dir)
         enc_tk = load_encoder(tok_dir, "tiktoken", args.workers)
         assert isinstance(enc_tk, TiktokenEncoder)
@@ -174,8 +196,20 @@ def main() -> int:
             "bare_rustbpe_mb_s": round(train_mb / wall["bare_train_rustbpe"], 3),
             "stage_tokenizers_mb_s": round(mb / wall["train_tokenizers"], 3),
             "stage_rustbpe_mb_s": round(mb / wall["train_rustbpe"], 3),
-            # The goal: the stage with rustbpe against bare tokenizers (per MB: the stage reads the whole
-            # corpus, the bare runs all but the held-out 2%).
+            "bare_numba_mb_s": round(train_mb / wall["bare_train_numba"], 3),
+            "stage_numba_mb_s": round(mb / wall["train_numba"], 3),
+            # The goal: the stage with the default trainer (numba) against bare tokenizers (per MB: the stage
+            # reads the whole corpus, the bare runs all but the held-out 2%).
+            "stage_numba_ratio_to_bare_tokenizers": round(
+                (wall["bare_train_tokenizers"] / train_mb) / (wall["train_numba"] / mb), 3
+            ),
+            "stage_numba_cpu_ratio_to_bare_tokenizers": round(
+                (cpu["bare_train_tokenizers"] / train_mb) / (cpu["train_numba"] / mb), 3
+            ),
+            "bare_numba_ratio_to_bare_tokenizers": ratio("bare_train_tokenizers", "bare_train_numba"),
+            "bare_numba_cpu_ratio_to_bare_tokenizers": cpu_ratio("bare_train_tokenizers", "bare_train_numba"),
+            "numba_first_call_s": first_call,
+            "numba_same_tokens_as_rustbpe": True,
             "stage_rustbpe_ratio_to_bare_tokenizers": round(
                 (wall["bare_train_tokenizers"] / train_mb) / (wall["train_rustbpe"] / mb), 3
             ),
@@ -193,6 +227,7 @@ def main() -> int:
         },
         "heldout_bytes_per_token": {k: round(v, 4) for k, v in bpt.items()},
         "heldout_bpt_rustbpe_vs_tokenizers": round(bpt["rustbpe"] / bpt["tokenizers"] - 1, 4),
+        "heldout_bpt_numba_vs_tokenizers": round(bpt["numba"] / bpt["tokenizers"] - 1, 4),
         "tokenizers_vocab_tiktoken_ready": hf_compatible if isinstance(hf_compatible, str) else True,
         "encode": {
             "bare_tokenizers_mb_s": round(mb / wall["bare_encode_tokenizers"], 3),
@@ -214,14 +249,35 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     tr, en = result["train"], result["encode"]
     print(
-        f"| {result['corpus_mb']} MB | {args.vocab:,} | train {tr['stage_rustbpe_mb_s']} MB/s rustbpe stage vs "
-        f"{tr['bare_tokenizers_mb_s']} bare tokenizers: {tr['stage_rustbpe_ratio_to_bare_tokenizers']}x "
-        f"(CPU {tr['stage_rustbpe_cpu_ratio_to_bare_tokenizers']}x) | encode {en['stage_tiktoken_mb_s']} MB/s "
+        f"| {result['corpus_mb']} MB | {args.vocab:,} | train {tr['stage_numba_mb_s']} MB/s numba stage vs "
+        f"{tr['bare_tokenizers_mb_s']} bare tokenizers: {tr['stage_numba_ratio_to_bare_tokenizers']}x "
+        f"(CPU {tr['stage_numba_cpu_ratio_to_bare_tokenizers']}x; rustbpe stage "
+        f"{tr['stage_rustbpe_ratio_to_bare_tokenizers']}x) | encode {en['stage_tiktoken_mb_s']} MB/s "
         f"tiktoken stage vs {en['bare_tokenizers_mb_s']} bare: {en['stage_tiktoken_ratio_to_bare_tokenizers']}x "
         f"(CPU {en['stage_tiktoken_cpu_ratio_to_bare_tokenizers']}x) | bytes/token "
-        f"{result['heldout_bpt_rustbpe_vs_tokenizers']:+.2%} |"
+        f"{result['heldout_bpt_numba_vs_tokenizers']:+.2%} |"
     )
     return 0
+
+
+def _cpu() -> float:
+    """CPU seconds of this process's threads and of its child processes that have ended (the counting pool
+    ends with each training)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _numba_first_call(cache_dir: Path) -> float:
+    """Seconds of the merge loop's first call in a fresh process (import included) with NUMBA_CACHE_DIR at
+    `cache_dir`: empty the first time (it compiles, as after an install), filled the second (it loads)."""
+    code = (
+        "import time, collections; t = time.perf_counter(); "
+        "from crawl2score.tokenizer.merge_loop import learn_tokens; "
+        "learn_tokens(collections.Counter({'abab': 2}), 2); print(time.perf_counter() - t)"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return round(float(run.stdout.split()[-1]), 2)
 
 
 if __name__ == "__main__":

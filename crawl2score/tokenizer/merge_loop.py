@@ -27,7 +27,9 @@ import numpy as np
 SHIFT = 32  # a pair (a, b) is the int64 a << 32 | b: one key, ordered as the tuple
 LOW = (1 << SHIFT) - 1
 _GOLDEN = np.uint64(11400714819323198485)  # Fibonacci hashing: 2^64 / golden ratio
-SYM, NXT, PRV, WT = 0, 1, 2, 3  # columns of the per-position table: one cache line holds all four
+SYM, NXT, PRV, WT, PAIR = 0, 1, 2, 3, 4  # per position: its symbol, next and previous live position, its
+# word's count, and the id of the pair it starts (-1 at a word's end): one row, so a visit costs one cache miss
+COLUMNS = 5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -111,6 +113,7 @@ def _byte_pairs(pos: np.ndarray, bits: int):
             keys[h], ids[h], pair_key[n_pairs] = key, n_pairs, key
             n_pairs += 1
         pair_of[p] = ids[h]
+        pos[p, PAIR] = ids[h]
         pair_count[ids[h]] += pos[p, WT]
     start = np.zeros(n_pairs + 1, np.int64)
     for p in range(n):
@@ -170,10 +173,12 @@ def _apply(
         right = pos[q, NXT]
         pair_count[ab] -= w
         if left != -1:
-            pair_count[ids[_slot(keys, (np.int64(pos[left, SYM]) << SHIFT) | a, bits)]] -= w
+            pair_count[pos[left, PAIR]] -= w
         if right != -1:
-            pair_count[ids[_slot(keys, (np.int64(b) << SHIFT) | pos[right, SYM], bits)]] -= w
+            pair_count[pos[q, PAIR]] -= w
             pos[right, PRV] = p
+        else:
+            pos[p, PAIR] = -1
         pos[p, SYM] = new
         pos[p, NXT] = right
         pos[q, SYM] = -1
@@ -197,6 +202,7 @@ def _apply(
                 n_pairs += 1
             i = ids[h]
             pair_count[i] += w
+            pos[x, PAIR] = i
             new_pair[n_new], new_pos[n_new] = i, x
             n_new += 1
             if stamp[i] != step:
@@ -262,12 +268,13 @@ def train_merges(symbols: np.ndarray, word_end: np.ndarray, weight: np.ndarray, 
     at each byte, the count of its word (int32).
     """
     n = symbols.shape[0]
-    pos = np.empty((n, 4), np.int32)
+    pos = np.empty((n, COLUMNS), np.int32)
     for p in range(n):
         pos[p, SYM] = symbols[p]
         pos[p, NXT] = -1 if word_end[p] else p + 1
         pos[p, PRV] = -1 if (p == 0 or word_end[p - 1]) else p - 1
         pos[p, WT] = weight[p]
+        pos[p, PAIR] = -1
     bits = 17
     keys, ids, pair_key, pair_count, start, occ = _byte_pairs(pos, bits)
     n_pairs = pair_key.shape[0]
