@@ -178,7 +178,19 @@ def _iter_jsonl(path: Path) -> Iterator[Document]:
             text = record.get("text")
             if not isinstance(text, str):
                 raise CorpusError(f"{path}:{lineno + 1}: no string field 'text'")
+            if "\\u" in line and _lone_surrogate(text):  # only a \uD800-\uDFFF escape makes one
+                raise CorpusError(
+                    f"{path}:{lineno + 1}: 'text' holds a lone surrogate escape (\\uD800-\\uDFFF): not UTF-8"
+                )
             yield Document(text, str(record.get("id") or f"{path.name}:{lineno}"), _language(record))
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _iter_parquet(path: Path) -> Iterator[Document]:

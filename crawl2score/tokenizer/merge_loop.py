@@ -7,8 +7,8 @@ pre-token is a whole run of ideographs (73 bytes on average, nearly all seen onc
 the bytes inside CJK characters, touch nearly all of them: rustbpe spends 4 s of its 8 on its first 1,700
 merges. Here a pair keeps its *positions*: a merge visits only where the pair occurs, relinks the neighbours
 and adds the two new pairs' positions, so it costs what it changes. Positions of a pair are stored in
-contiguous runs (one per merge step that added some), not a linked list per position, which the memory
-latency of this machine made 4x slower.
+contiguous runs (one per merge step that added some), not a linked list per position, which memory
+latency made 2.4x slower here (BENCHMARKS.md, run N).
 
 Semantics are rustbpe's, so the output is identical (tests compare them): ids are the 256 bytes, then 256 +
 merge index; the next merge is the pair of highest count, ties to the smallest (left, right); a merge
@@ -23,6 +23,8 @@ from collections import Counter
 
 import numba as nb
 import numpy as np
+
+from crawl2score.errors import BadInput
 
 SHIFT = 32  # a pair (a, b) is the int64 a << 32 | b: one key, ordered as the tuple
 LOW = (1 << SHIFT) - 1
@@ -357,13 +359,22 @@ def train_merges(symbols: np.ndarray, word_end: np.ndarray, weight: np.ndarray, 
     return merges[:done]
 
 
+class TrainerLimitError(BadInput):
+    """A corpus beyond what the loop's int32 positions and word counts hold (~2 GB of distinct words)."""
+
+
 def word_arrays(counts: Counter[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counted words as `train_merges` takes them (a one-byte word is there too; it holds no pair)."""
     words = [w.encode("utf-8") for w in counts]
     lengths = np.fromiter(map(len, words), np.int64, len(words))
     weights = np.fromiter(counts.values(), np.int64, len(words))
-    if len(words) and weights.max() >= 2**31:
-        raise ValueError(f"a pre-token occurs {weights.max():,} times: the merge loop counts in int32 per word")
+    limit = 2**31 - 1
+    if int(lengths.sum()) >= limit or (len(words) and int(weights.max()) >= limit):
+        raise TrainerLimitError(
+            f"tokenizer: the corpus has {int(lengths.sum()):,} bytes of distinct pre-tokens and one seen "
+            f"{int(weights.max()):,} times; the numba trainer holds less than 2^31 of either: set "
+            "tokenizer.byte_budget, or tokenizer.trainer: rustbpe"
+        )
     symbols = np.frombuffer(b"".join(words), np.uint8).astype(np.int32)
     word_end = np.zeros(symbols.shape[0], np.bool_)
     word_end[np.cumsum(lengths) - 1] = True

@@ -1,9 +1,9 @@
 """Counting pre-tokens ("words") for the numba trainer, on several processes.
 
-Kept apart from `merge_loop.py` so a counting process imports only `regex` and numpy (not numba). Python's `regex`
-module splits with our pattern as fancy-regex does (rustbpe, tiktoken) and HF's Split does (tests pin the
-three together), at ~12 MB/s per core here: faster than rustbpe's own counting on two cores. It holds the
-GIL while it matches, so the second core needs a second process, not a thread (BENCHMARKS.md).
+Kept apart from `merge_loop.py` so a counting process imports only `regex` and numpy (not numba). Python's
+`regex` module splits with our pattern as fancy-regex (rustbpe, tiktoken) and HF's Split do (tests pin the
+three together), at ~15 MB/s on one core here: faster than rustbpe's own counting on two. It holds the GIL
+while it matches, so the second core needs a second process, not a thread (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _newer_characters() -> tuple[tuple[int, int], ...]:
     `regex` follows the newest Unicode; fancy-regex (tiktoken, the shard encoder; rustbpe) and Oniguruma (HF)
     an older one that they share (test_encode.py). Characters assigned since then are letters or symbols to
     `regex` and the unassigned "gap" to the encoder. Found by asking both engines about every code point
-    (0.2 s, once per process), so no Unicode version is written down here to go stale. tiktoken with the
+    (~0.3 s, once per process), so no Unicode version is written down here to go stale. tiktoken with the
     256 bytes as its only tokens returns exactly the text its pattern matched.
     """
     import tiktoken

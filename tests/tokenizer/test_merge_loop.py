@@ -157,3 +157,12 @@ def test_numba_shortfall_is_filled_or_an_error() -> None:
     with pytest.raises(VocabShortfallError, match="reached only .* distinct pairs"):
         train_numba([["tiny corpus"] * 3], 1000, reserved=2, require_exact=True)
     assert learn_tokens(Counter(), 10) == ([bytes([b]) for b in range(256)], [0] * 256)  # no text: the bytes
+
+
+def test_counts_beyond_int32_are_one_line() -> None:
+    """The loop keeps positions and word counts in int32; more is a clear stop, not an overflow."""
+    from crawl2score.errors import BadInput
+    from crawl2score.tokenizer.merge_loop import word_arrays
+
+    with pytest.raises(BadInput, match=r"seen 2,147,483,647 times; .* set tokenizer.byte_budget"):
+        word_arrays(Counter({"ab": 2**31 - 1, "cd": 5}))

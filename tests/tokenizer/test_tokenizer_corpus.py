@@ -60,6 +60,16 @@ def test_bad_json_names_file_and_line(tmp_path: Path) -> None:
         list(iter_documents(find_input_files(tmp_path)))
 
 
+def test_lone_surrogate_names_file_and_line(tmp_path: Path) -> None:
+    """JSON can escape half of a UTF-16 pair; no stage can encode that text (it was a UnicodeEncodeError
+    traceback from the sampler). A whole pair and plain Chinese escapes are fine."""
+    (tmp_path / "x.jsonl").write_text('{"text": "\\ud83d\\ude00 \\u4e2d"}\n{"text": "ab\\ud800cd"}\n')
+    with pytest.raises(CorpusError, match=r"x.jsonl:2: 'text' holds a lone surrogate"):
+        list(iter_documents(find_input_files(tmp_path)))
+    (tmp_path / "x.jsonl").write_text('{"text": "\\ud83d\\ude00 \\u4e2d"}\n')
+    assert [d.text for d in iter_documents(find_input_files(tmp_path))] == ["😀 中"]
+
+
 def test_zstd_corpus_of_several_frames_reads_whole(tmp_path: Path) -> None:
     """A .jsonl.zst as concatenated writers leave it (frames back to back), larger than one read."""
     import random
