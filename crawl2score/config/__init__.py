@@ -45,6 +45,12 @@ NOT_OUTPUT: dict[str, tuple[str, ...]] = {
     # both encoders write byte-identical shards (tests/tokenizer/test_encode.py, benchmarks/tokenizer.py)
     "tokens": ("input", "workers", "batch_docs", "encoder"),
 }
+# Values of a key that give the same output, recorded under one name in a stage's key and marker: numba
+# learns rustbpe's very tokens (tests/tokenizer/test_merge_loop.py), so switching between them redoes
+# nothing, and a work directory made with rustbpe (the default before numba) stays current.
+SAME_OUTPUT: dict[str, dict[str, dict[Any, Any]]] = {
+    stage: {"trainer": {"numba": "rustbpe"}} for stage in ("tokenizer", "tokens")
+}
 
 
 class ConfigError(BadInput):
@@ -136,7 +142,8 @@ class Config(BaseModel):
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that decides a stage's output: what its key hashes (crawl2score.workdir).
 
-        A stage's section less its `NOT_OUTPUT` keys (both tokenizer stages read the `tokenizer` section).
+        A stage's section less its `NOT_OUTPUT` keys, with `SAME_OUTPUT` values under one name (both tokenizer
+        stages read the `tokenizer` section).
         Training is decided by the model and the train section less the keys that only change how a run is
         observed or stored (`train.log_every`, ..., see `TrainArgs.fingerprint_dict`), so changing those
         neither redoes nor blocks a resume.
@@ -150,6 +157,8 @@ class Config(BaseModel):
             for part in parents:
                 node = node[part]
             node.pop(leaf)
+        for key, same in SAME_OUTPUT.get(stage, {}).items():
+            section[key] = same.get(section[key], section[key])
         return section
 
 

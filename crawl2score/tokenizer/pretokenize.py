@@ -8,22 +8,30 @@ while it matches, so the second core needs a second process, not a thread (BENCH
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
-import multiprocessing
+import queue
 import re
-from collections import Counter, deque
+import subprocess
+import sys
+import threading
+from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import regex
 
 log = logging.getLogger("crawl2score.tokenizer")
 
+
+# Characters counted in the caller's process before any counting process starts: starting one costs ~0.2 s,
+# what counting ~3 MB costs, so a small corpus is counted faster without them.
+INLINE_CHARS = 2_000_000
 
 # A character in one of these classes is assigned (categories L, M, N, P, S) or white space.
 _ASSIGNED = r"[\p{L}\p{M}\p{N}\p{P}\p{S}\s]"
@@ -46,7 +54,16 @@ def _newer_characters() -> tuple[tuple[int, int], ...]:
     encoder = tiktoken.Encoding(
         "assigned", pat_str=runs.pattern, mergeable_ranks={bytes([b]): b for b in range(256)}, special_tokens={}
     )
-    newer = set("".join(runs.findall(everything))) - set(bytes(encoder.encode_ordinary(everything)).decode())
+    ours, theirs = set("".join(runs.findall(everything))), set(bytes(encoder.encode_ordinary(everything)).decode())
+    newer = ours - theirs
+    if older := theirs - ours:  # the other way round no pattern here corrects: say so
+        log.warning(
+            "tokenizer: the regex module %s knows %d characters as unassigned that tiktoken knows (e.g. U+%04X); "
+            "texts with them are counted with other splits than the shards get: upgrade regex",
+            regex.__version__,
+            len(older),
+            ord(min(older)),
+        )
     spans: list[list[int]] = []
     for c in sorted(map(ord, newer)):
         if spans and spans[-1][1] == c - 1:
@@ -115,42 +132,118 @@ def count_batch(texts: list[str], pattern: str) -> Counter[str]:
     return _count(texts, splitter(pattern))
 
 
-def count_words(batches: Iterable[list[str]], pattern: str, workers: int = 1) -> Counter[str]:
-    """How often each pre-token occurs in all batches; `workers` > 1 counts batches in that many processes.
+def count_words(
+    batches: Iterable[list[str]], pattern: str, workers: int = 1, inline_chars: int = INLINE_CHARS
+) -> Counter[str]:
+    """How often each pre-token occurs in all batches; `workers` > 1 counts batches in that many processes
+    once `inline_chars` characters have been counted here.
 
-    Processes are spawned, not forked: the caller may be a Prefect worker with threads of its own. At most
-    two batches per process are in flight, so memory stays a few batches whatever the corpus size. Spawning
-    imports the caller's main script again; one without an `if __name__ == "__main__":` guard breaks the
-    pool, and the counting then goes on in this process (same counts, one core) with a warning.
+    The processes are `python -m crawl2score.tokenizer.pretokenize`, fed one batch at a time as a JSON line
+    on stdin, answering with its counts on stdout. Not multiprocessing: its spawned processes import the
+    caller's main module again (a script without a main guard would run its whole top level in each; a
+    Prefect flow run imports `prefect.engine`), and fork is unsafe beside a worker's threads. A process that
+    dies (killed, out of memory) has its batch and the rest counted here, with a warning; one that loses
+    its parent ends, as its stdin closes.
     """
     total: Counter[str] = Counter()
     split = splitter(pattern)  # here, once: the processes get it worked out
     batches = iter(batches)
-    first = next(batches, None)
-    if first is not None:  # a corpus of one batch is counted here: starting processes would cost more
-        second = next(batches, None)
-        batches = itertools.chain([first] if second is None else [first, second], batches)
-        workers = workers if second is not None else 1
-    if workers > 1:
-        pending: deque[tuple[list[str], Future[Counter[str]]]] = deque()
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for batch in batches:
-                    pending.append((batch, pool.submit(_count, batch, split)))
-                    while len(pending) > 2 * workers or (pending and pending[0][1].done()):
-                        total.update(pending[0][1].result())
-                        pending.popleft()
-                while pending:
-                    total.update(pending[0][1].result())
-                    pending.popleft()
-        except BrokenProcessPool as exc:
-            log.warning(
-                "tokenizer: counting words in one process: the counting processes failed (%s); a script that "
-                'runs the tokenizer needs `if __name__ == "__main__":` around its code',
-                exc,
-            )
-            for batch, _ in pending:
-                total.update(_count(batch, split))
+    counted = 0
     for batch in batches:
         total.update(_count(batch, split))
+        counted += sum(map(len, batch))
+        if workers > 1 and counted >= inline_chars:
+            break
+    else:
+        return total
+    jobs: queue.Queue[list[str] | None] = queue.Queue(maxsize=workers)
+    done: queue.Queue[Counter[str] | Exception] = queue.Queue()
+    feeders = [threading.Thread(target=_feed, args=(split, jobs, done), daemon=True) for _ in range(workers)]
+    for feeder in feeders:
+        feeder.start()
+
+    def collect() -> None:
+        while not done.empty():
+            counts = done.get()
+            if isinstance(counts, Exception):
+                raise counts
+            total.update(counts)
+
+    try:
+        for batch in batches:
+            jobs.put(batch)
+            collect()
+    finally:
+        for _ in feeders:
+            jobs.put(None)
+        for feeder in feeders:
+            feeder.join()
+    collect()
     return total
+
+
+def _feed(split: Splitter, jobs: queue.Queue[list[str] | None], done: queue.Queue[Counter[str] | Exception]) -> None:
+    """One counting process and the thread that talks to it, one batch at a time (so neither side can block
+    the other on a full pipe); after the process dies, this thread counts the remaining batches itself. An
+    error goes to `done` for the caller to raise, and the thread goes on taking batches, so the caller
+    never waits on a full queue."""
+    # The process imports this very code: `-m` puts its working directory first on the path.
+    package_root = str(Path(__file__).resolve().parents[2])
+    command = [sys.executable, "-m", "crawl2score.tokenizer.pretokenize"]
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=package_root)
+        except OSError as exc:
+            log.warning("tokenizer: cannot start a word-counting process (%s); counting here", exc)
+        else:
+            with contextlib.suppress(OSError):  # it died at once: the first batch finds out and says so
+                _send(process, {"pattern": split.pattern, "exact": split.exact, "newer": split.newer})
+        while (batch := jobs.get()) is not None:
+            try:
+                counts = None
+                if process is not None:
+                    try:
+                        _send(process, batch)
+                        line = process.stdout.readline()  # type: ignore[union-attr]
+                    except OSError:  # BrokenPipeError: it died before reading
+                        line = b""
+                    if line:
+                        counts = Counter(json.loads(line.decode("utf-8", "surrogatepass")))
+                    else:
+                        code = process.wait()
+                        log.warning(
+                            "tokenizer: a word-counting process ended (exit code %s: killed, or out of memory?); "
+                            "its batches are counted in the stage's own process, on one core",
+                            code,
+                        )
+                        process = None
+                done.put(counts if counts is not None else _count(batch, split))
+            except Exception as exc:  # noqa: BLE001 (handed to the caller, which raises it)
+                done.put(exc)
+    finally:
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # type: ignore[union-attr]  # it ends at the end of its input
+            process.wait()
+
+
+def _send(process: subprocess.Popen[bytes], message: object) -> None:
+    # surrogatepass: a caller's text may hold lone surrogates; the counts then hold them back the same way
+    process.stdin.write(json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+
+
+def _serve() -> None:
+    """A counting process: the splitter as the first line, then a batch per line, its counts per line."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    config = json.loads(stdin.readline().decode("utf-8", "surrogatepass"))
+    split = Splitter(config["pattern"], config["exact"], tuple(tuple(span) for span in config["newer"]))
+    for line in stdin:
+        counts = _count(json.loads(line.decode("utf-8", "surrogatepass")), split)
+        stdout.write(json.dumps(counts, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -214,8 +214,8 @@ def train_numba(
     """Train with our merge loop (`merge_loop.py`): rustbpe's tokens, the same tokenizer.json, faster.
 
     Words are counted with Python's `regex` on `workers` processes (`pretokenize.py`), then merged in one
-    Numba-compiled loop that releases the GIL. The first call on a machine compiles the loop (~10 s, then
-    cached beside the module or in NUMBA_CACHE_DIR).
+    Numba-compiled loop that releases the GIL. The first call on a machine compiles the loop (~8 s, then
+    cached: `merge_loop.compile_loop`).
     """
     from crawl2score.tokenizer.merge_loop import learn_tokens
     from crawl2score.tokenizer.pretokenize import count_words

@@ -153,6 +153,10 @@ def train_tokenizer(
             on_progress(min(1.0, done_files[0] / (n_files * passes)))
 
     stats, heldout = SampleStats(), {}
+    if cfg.trainer == "numba":  # its one-time compile is not training time (and is logged when it happens)
+        from crawl2score.tokenizer.merge_loop import compile_loop
+
+        compile_loop()
     bar = _bar(cfg.byte_budget, "tokenizer: read+count")
     t0 = time.perf_counter()
     result = _train(

@@ -133,11 +133,15 @@ def test_missing_input_names_settings_changed_since_an_earlier_stage_ran(tmp_pat
         {"train": {"log_every": 3}},
         {"tokenizer": {"workers": 1, "batch_docs": 64, "encoder": "tokenizers"}},
         {"tokenizer": {"input": str(tmp_path / "data" / "output")}},
+        {"tokenizer": {"trainer": "rustbpe"}},  # numba learns rustbpe's tokens: one output, one key
         {"data": {"executor": {"workers": 1, "kind": "local", "start_method": "spawn"}}},
     ]
     for settings in harmless:
         assert missing_input(cfg(**settings), "train") is None, settings
         assert stale_input(cfg(**settings), "eval") is None, settings
+    assert '(tokenizer.trainer "rustbpe" -> "tokenizers")' in missing_input(
+        cfg(tokenizer={"trainer": "tokenizers"}), "tokens"
+    )
     assert missing_input(cfg(tokenizer={"shard_tokens": 4096}), "tokens") is None  # the tokenizer is the same
     assert "(tokenizer.shard_tokens 50000000 -> 4096)" in missing_input(cfg(tokenizer={"shard_tokens": 4096}), "train")
     # an earlier stage redone since (new key) with the settings unchanged: what was made from it is stale

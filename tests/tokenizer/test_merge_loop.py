@@ -4,9 +4,12 @@ and the stage with it writes the very tokenizer.json that rustbpe gives."""
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import signal
 import subprocess
 import sys
-import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +40,16 @@ def test_python_regex_agrees_with_hf_on_every_class_for_every_code_point(cls: st
     oniguruma = set(ALL_CHARS) - set("".join(p for p, _ in left))
     assert python == oniguruma, sorted(map(hex, map(ord, python ^ oniguruma)))[:20]
     assert python
+
+
+def test_regex_knows_every_character_the_encoder_knows(caplog) -> None:
+    """The correction covers a `regex` newer than the encoder; an older one would warn (it does not here)."""
+    from crawl2score.tokenizer.pretokenize import _newer_characters
+
+    with caplog.at_level(logging.WARNING, logger="crawl2score.tokenizer"):
+        newer = _newer_characters.__wrapped__()
+    assert "upgrade regex" not in caplog.text
+    assert all(a <= b for a, b in newer)
 
 
 def test_python_regex_splits_as_the_hf_pre_tokenizer() -> None:
@@ -108,34 +121,133 @@ def test_counting_in_processes_gives_the_counts_of_one_process(small_corpus: lis
     batches = [texts[i : i + 20] for i in range(0, len(texts), 20)]
     assert len(batches) > 4
     one = count_words(batches, TIKTOKEN_PATTERN, workers=1)
-    assert count_words(iter(batches), TIKTOKEN_PATTERN, workers=2) == one
+    assert count_words(iter(batches), TIKTOKEN_PATTERN, workers=2, inline_chars=0) == one
     assert one == Counter(w for t in texts for w, _ in pre_tokenizers.Split(
         Regex(PRE_TOKENIZE_PATTERN), behavior="isolated").pre_tokenize_str(t))  # fmt: skip
+    odd = [["ab\ud800cd ab", "\n\x00 ï", ""]] * 3  # lone surrogates, NUL, newlines survive the pipes
+    assert count_words(odd, TIKTOKEN_PATTERN, workers=2, inline_chars=0) == count_words(odd, TIKTOKEN_PATTERN)
 
 
-def test_a_script_without_a_main_guard_still_counts(tmp_path: Path) -> None:
-    """Spawned processes import the caller's script again; without `if __name__ == "__main__":` the pool
-    breaks, and the counting finishes in the script's own process with a warning."""
-    script = tmp_path / "unguarded.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import logging, sys
-            sys.path.insert(0, {str(REPO)!r})
-            logging.basicConfig(level=logging.WARNING)
-            from crawl2score.tokenizer.bpe import TIKTOKEN_PATTERN
-            from crawl2score.tokenizer.pretokenize import count_words
-            batches = [["one two three"] * 5, ["three four"] * 3, ["five 中文"]] * 4
-            counts = count_words(batches, TIKTOKEN_PATTERN, workers=2)
-            print("COUNTS", sorted(counts.items()))
-            """
+def counting_processes(parent: int | None = None) -> list[int]:
+    """Pids of the word-counting children of `parent` (this process by default), from Linux's /proc."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"crawl2score.tokenizer.pretokenize" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_small_corpus_is_counted_without_processes(small_corpus: list[Path]) -> None:
+    """Below `INLINE_CHARS` (here ~1 M characters) no counting process starts: it would cost more."""
+    texts = [d.text for d in iter_documents(small_corpus)]
+    assert sum(map(len, texts)) < 2_000_000
+
+    def watched():
+        for batch in [texts[i : i + 20] for i in range(0, len(texts), 20)]:
+            assert counting_processes() == []
+            yield batch
+
+    assert count_words(watched(), TIKTOKEN_PATTERN, workers=2) == count_batch(texts, TIKTOKEN_PATTERN)
+
+
+def started_counting_processes(n: int, parent: int | None = None) -> list[int]:
+    """The n counting processes, once all have started (they start in threads, so a moment after the
+    first batches); waits at most a minute."""
+    for _ in range(600):
+        if len(pids := counting_processes(parent)) == n:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"expected {n} counting processes, found {counting_processes(parent)}")
+
+
+def test_a_killed_counting_process_loses_no_batch(small_corpus: list[Path], caplog) -> None:
+    """kill -9 of every counting process after the fourth batch (as the OOM killer would): the rest is
+    counted in this process, with one warning per process, and the counts are those of one process."""
+    texts = [d.text for d in iter_documents(small_corpus)]
+    batches = [texts[i : i + 20] for i in range(0, len(texts), 20)]
+
+    def killing():
+        for i, batch in enumerate(batches):
+            if i == 4:
+                pids = started_counting_processes(2)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+            yield batch
+
+    with caplog.at_level(logging.WARNING, logger="crawl2score.tokenizer"):
+        assert count_words(killing(), TIKTOKEN_PATTERN, workers=2, inline_chars=0) == count_words(
+            batches, TIKTOKEN_PATTERN
         )
-    )
+    assert caplog.text.count("a word-counting process ended (exit code -9") == 2
+    assert counting_processes() == []
+
+
+SCRIPT = """
+import sys, time
+sys.path.insert(0, {repo!r})
+print("TOP LEVEL RAN", flush=True)
+from crawl2score.tokenizer.bpe import TIKTOKEN_PATTERN
+from crawl2score.tokenizer.pretokenize import count_words
+
+def batches():
+    for i in range({n}):
+        if i == 2:
+            print("COUNTING", flush=True)
+            time.sleep({pause})
+        yield [["one two three"] * 5, ["three four"] * 3, ["five 中文"]][i % 3]
+
+print("COUNTS", sorted(count_words(batches(), TIKTOKEN_PATTERN, workers=2, inline_chars=0).items()), flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_its_top_level_once(tmp_path: Path) -> None:
+    """The counting processes run this package's module, not the caller's script: a script without
+    `if __name__ == "__main__":` is not run again in them (multiprocessing's spawn would)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT.format(repo=str(REPO), n=12, pause=0))
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    expected = count_words([["one two three"] * 5, ["three four"] * 3, ["five 中文"]] * 4, TIKTOKEN_PATTERN)
+    expected = count_words(
+        [[["one two three"] * 5, ["three four"] * 3, ["five 中文"]][i % 3] for i in range(12)], TIKTOKEN_PATTERN
+    )
+    assert run.stdout.count("TOP LEVEL RAN") == 1
     assert f"COUNTS {sorted(expected.items())}" in run.stdout
-    assert "counting words in one process" in run.stderr
+    assert "Traceback" not in run.stderr and "WARNING" not in run.stderr
+
+
+def test_counting_processes_end_with_their_parent(tmp_path: Path) -> None:
+    """kill -9 of the stage's process (a lost worker, a cancelled run) leaves no counting process behind:
+    their input closes and they end."""
+    script = tmp_path / "parent.py"
+    script.write_text(SCRIPT.format(repo=str(REPO), n=12, pause=600))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        while "COUNTING" not in parent.stdout.readline():
+            pass
+        children = started_counting_processes(2, parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    for pid in children:  # each ends on its own once its stdin closes; wait for that, bounded
+        for _ in range(600):
+            if not Path(f"/proc/{pid}").exists() or "Z" in _state(pid):
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), f"counting process {pid} outlived its parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_numba_and_rustbpe_stages_write_the_same_tokenizer(tmp_path: Path, small_corpus: list[Path]) -> None:
@@ -166,3 +278,31 @@ def test_counts_beyond_int32_are_one_line() -> None:
 
     with pytest.raises(BadInput, match=r"seen 2,147,483,647 times; .* set tokenizer.byte_budget"):
         word_arrays(Counter({"ab": 2**31 - 1, "cd": 5}))
+
+
+def test_a_read_only_install_without_a_home_still_trains(tmp_path: Path) -> None:
+    """Numba refuses to import a `cache=True` module when neither the module's folder nor the home can
+    hold its cache (found in review: a read-only image run by another user). The loop then caches in the
+    temporary directory, with one warning, and trains."""
+    import shutil
+
+    copy = tmp_path / "install"
+    shutil.copytree(REPO / "crawl2score", copy / "crawl2score", symlinks=True)
+    shutil.rmtree(copy / "crawl2score" / "tokenizer" / "__pycache__", ignore_errors=True)
+    (copy / "crawl2score" / "tokenizer" / "__pycache__").write_text("not a folder")  # nothing can go beside it
+    (tmp_path / "home").write_text("not a folder either")
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
+    env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(copy))
+    code = (
+        "import collections, logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from crawl2score.tokenizer.merge_loop import learn_tokens\n"
+        "print(learn_tokens(collections.Counter({'abab': 2}), 2)[0][256:])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )  # cwd: not the repo, whose crawl2score `-c` would import first
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[b'ab', b'abab']"
+    assert "no writable folder for Numba's cache" in run.stderr
+    assert any((tmp_path / "tmp").glob("crawl2score-numba-*/**/*.nbi"))  # the cache went there

@@ -127,3 +127,9 @@ def test_config_trainer_choices() -> None:
         TokenizerConfig(max_token_length=16)
     with pytest.raises(ValidationError):
         TokenizerConfig(trainer="sentencepiece")
+    with pytest.raises(ValidationError, match="min_frequency needs tokenizer.trainer: tokenizers"):
+        TokenizerConfig(min_frequency=3)
+    assert TokenizerConfig(trainer="tokenizers", min_frequency=3).min_frequency == 3
+    with pytest.raises(ValidationError, match="vocab_size 512 leaves no room: .* so at least 513"):
+        TokenizerConfig(vocab_size=512, reserved_special_tokens=254)
+    assert TokenizerConfig(vocab_size=513, reserved_special_tokens=254).vocab_size == 513
