@@ -56,7 +56,8 @@ class TokenizerConfig(BaseModel):
             raise ValueError(
                 "tokenizer.max_token_length needs tokenizer.trainer: tokenizers (numba and rustbpe have no cap)"
             )
-        if "min_frequency" in self.model_fields_set and self.trainer != "tokenizers":
+        # against the default, not "was it set": a config is dumped and validated again on its way to a worker
+        if self.min_frequency != type(self).model_fields["min_frequency"].default and self.trainer != "tokenizers":
             raise ValueError(
                 "tokenizer.min_frequency needs tokenizer.trainer: tokenizers (numba and rustbpe merge while any "
                 "pair occurs)"
