@@ -35,10 +35,10 @@ log = logging.getLogger("crawl2score.tokenizer")
 
 
 def _cache_somewhere() -> None:
-    """Numba caches compiled code beside this file, else in the user's cache folder (~/.cache/numba), or
-    in NUMBA_CACHE_DIR when set. Where none of them can be written (a read-only install run by a user
-    without a writable home) it refuses to import the module at all; a folder in the system's temporary
-    directory serves instead."""
+    """Numba caches compiled code in NUMBA_CACHE_DIR when set, else beside this file, else in the user's
+    cache folder (~/.cache/numba). Where neither of the last two can be written (a read-only install run by
+    a user without a writable home) it refuses to import the module at all; a folder in the system's
+    temporary directory serves instead."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     from numba.core.caching import FunctionCache
