@@ -162,35 +162,40 @@ class Config(BaseModel):
         return section
 
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
+# Where `section.key=value` overrides come from, as their errors name it: the CLI's flag, or a flow's parameter
+# (a deployment run from the UI, where there is no `--set`).
+CLI_OVERRIDES, FLOW_OVERRIDES = "--set", "overrides"
+
+
+def _parse_override(item: str, given_as: str = CLI_OVERRIDES) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected section.key=value")
+        raise ConfigError(f"{given_as} {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"{given_as} {item!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(f"{given_as} {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
     return parts, value
 
 
-def _apply_override(tree: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+def _apply_override(tree: dict[str, Any], parts: list[str], value: Any, item: str, given_as: str) -> None:
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            raise ConfigError(f"{given_as} {item!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 
 
-def _format_validation_error(source: str, exc: ValidationError, overridden: set[str]) -> str:
+def _format_validation_error(source: str, exc: ValidationError, overridden: set[str], given_as: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(root)"
     if any(loc == key or loc.startswith(key + ".") for key in overridden):
-        source = "--set"
+        source = given_as
     msg = err["msg"]
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
@@ -238,30 +243,34 @@ def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
     """
     if not overrides:
         return config
-    if any(_parse_override(item)[0] == ["model", "preset"] for item in overrides):
+    if any(_parse_override(item, FLOW_OVERRIDES)[0] == ["model", "preset"] for item in overrides):
         # A validated config no longer knows which model keys its YAML set and which came from its preset:
         # kept, they would override the new preset's shape; dropped, keys such as a tiny vocab_size would go.
         raise ConfigError(
             "overrides: model.preset cannot change a loaded config (its model keys are all explicit now);"
             " set the model keys themselves, or pass a config file with that preset"
         )
-    return _validated(config.model_dump(mode="json"), overrides, "overrides")
+    return _validated(config.model_dump(mode="json"), overrides, FLOW_OVERRIDES, given_as=FLOW_OVERRIDES)
 
 
 def _validated(
-    tree: dict[str, Any], overrides: list[str] | None, source: str, workdir: str | os.PathLike[str] | None = None
+    tree: dict[str, Any],
+    overrides: list[str] | None,
+    source: str,
+    workdir: str | os.PathLike[str] | None = None,
+    given_as: str = CLI_OVERRIDES,
 ) -> Config:
     overridden: set[str] = set()
     for item in overrides or []:
-        parts, value = _parse_override(item)
-        _apply_override(tree, parts, value, item)
+        parts, value = _parse_override(item, given_as)
+        _apply_override(tree, parts, value, item, given_as)
         overridden.add(".".join(parts))
     if workdir is not None:
         tree["workdir"] = str(workdir)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc, overridden)) from None
+        raise ConfigError(_format_validation_error(source, exc, overridden, given_as)) from None
 
 
 def config_keys_markdown() -> str:

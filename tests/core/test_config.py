@@ -71,8 +71,15 @@ def test_apply_overrides_changes_only_the_named_keys() -> None:
     assert cfg.model_dump(exclude={"workdir", "tokenizer"}) == tiny.model_dump(exclude={"workdir", "tokenizer"})
     assert cfg.tokenizer.model_dump(exclude={"vocab_size"}) == tiny.tokenizer.model_dump(exclude={"vocab_size"})
     assert apply_overrides(tiny, None) is tiny
-    with pytest.raises(ConfigError, match="train.stepz: unknown key"):
+    # errors name the flow's parameter, not the CLI's flag: from the UI there is no `--set`
+    with pytest.raises(ConfigError, match="^overrides: train.stepz: unknown key"):
         apply_overrides(tiny, ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="^overrides 'noequals': expected section.key=value"):
+        apply_overrides(tiny, ["noequals"])
+    with pytest.raises(ConfigError, match="^overrides: train.steps: "):
+        apply_overrides(tiny, ["train.steps=many"])
+    with pytest.raises(ConfigError, match="^--set: train.steps: "):
+        load_config("tiny", ["train.steps=many"])
 
 
 def test_apply_overrides_refuses_a_model_preset() -> None:
