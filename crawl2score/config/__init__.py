@@ -46,8 +46,8 @@ NOT_OUTPUT: dict[str, tuple[str, ...]] = {
     "tokens": ("input", "workers", "batch_docs", "encoder"),
 }
 # Values of a key that give the same output, recorded under one name in a stage's key and marker: numba
-# learns rustbpe's very tokens (tests/tokenizer/test_merge_loop.py), so switching between them redoes
-# nothing, and a work directory made with rustbpe (the default before numba) stays current.
+# learns rustbpe's very tokens (tests/tokenizer/test_merge_loop.py), so switching between them (same code
+# otherwise) redoes nothing and stops no stage run alone. Messages show the recorded name: "rustbpe".
 SAME_OUTPUT: dict[str, dict[str, dict[Any, Any]]] = {
     stage: {"trainer": {"numba": "rustbpe"}} for stage in ("tokenizer", "tokens")
 }

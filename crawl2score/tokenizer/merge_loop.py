@@ -19,8 +19,10 @@ only ever change to new, larger ids, so a position never matches a pair it left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections import Counter
@@ -36,22 +38,31 @@ log = logging.getLogger("crawl2score.tokenizer")
 
 def _cache_somewhere() -> None:
     """Numba caches compiled code in NUMBA_CACHE_DIR when set, else beside this file, else in the user's
-    cache folder (~/.cache/numba). Where neither of the last two can be written (a read-only install run by
-    a user without a writable home) it refuses to import the module at all; a folder in the system's
+    cache folder (~/.cache/numba). Where none of them can be written (a read-only install run by a user
+    without a writable home) it refuses to import the module at all; a folder of our own in the system's
     temporary directory serves instead."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
     from numba.core.caching import FunctionCache
 
     try:
         FunctionCache(_cache_somewhere)  # what `cache=True` does at decoration, for a function of this file
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        folder = Path(tempfile.gettempdir()) / f"crawl2score-numba-{os.getuid()}"
+        folder = _private_folder()
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
         nb.core.config.reload_config()
-        log.warning(
-            "tokenizer: no writable folder for Numba's cache beside %s or in the home; using %s", __file__, folder
-        )
+        log.warning("tokenizer: no writable folder for Numba's cache (beside %s, the home); using %s", __file__, folder)
+
+
+def _private_folder() -> Path:
+    """`crawl2score-numba-<uid>` in the temporary directory if it is this user's own folder and nobody
+    else may write to it, else a new one: Numba reads its cache index with pickle, so a folder another
+    user made first would run their code as ours."""
+    folder = Path(tempfile.gettempdir()) / f"crawl2score-numba-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = folder.lstat()
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+        return folder
+    return Path(tempfile.mkdtemp(prefix="crawl2score-numba-"))
 
 
 _cache_somewhere()

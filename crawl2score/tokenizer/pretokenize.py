@@ -14,6 +14,8 @@ import json
 import logging
 import queue
 import re
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -138,8 +140,8 @@ def count_words(
     """How often each pre-token occurs in all batches; `workers` > 1 counts batches in that many processes
     once `inline_chars` characters have been counted here.
 
-    The processes are `python -m crawl2score.tokenizer.pretokenize`, fed one batch at a time as a JSON line
-    on stdin, answering with its counts on stdout. Not multiprocessing: its spawned processes import the
+    The processes run `_serve` (started with `sys.executable -c`), fed one batch at a time as a JSON line on
+    stdin, answering with its counts on stdout. Not multiprocessing: its spawned processes import the
     caller's main module again (a script without a main guard would run its whole top level in each; a
     Prefect flow run imports `prefect.engine`), and fork is unsafe beside a worker's threads. A process that
     dies (killed, out of memory) has its batch and the rest counted here, with a warning; one that loses
@@ -171,15 +173,87 @@ def count_words(
 
     try:
         for batch in batches:
-            jobs.put(batch)
+            while True:  # a feeder that died of a bug would leave a full queue to wait on forever
+                try:
+                    jobs.put(batch, timeout=1)
+                    break
+                except queue.Full:
+                    collect()
+                    if not any(feeder.is_alive() for feeder in feeders):
+                        raise RuntimeError("tokenizer: every word-counting thread ended; see above") from None
             collect()
     finally:
-        for _ in feeders:
-            jobs.put(None)
+        for feeder in feeders:  # one end mark each, unless it is gone
+            while feeder.is_alive():
+                try:
+                    jobs.put(None, timeout=1)
+                    break
+                except queue.Full:
+                    continue
         for feeder in feeders:
             feeder.join()
     collect()
     return total
+
+
+# The counting process: this very package's module, even from another working directory (a checkout there
+# would come first on `-c`'s path) and without putting an install's site-packages before the standard library.
+_BOOT = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '': del sys.path[0]\n"
+    "if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
+    "from crawl2score.tokenizer.pretokenize import _serve\n"
+    "_serve()\n"
+)
+READY = b"ready\n"
+START_TIMEOUT_S = 120  # a process that has not said READY by then is not a Python that can count here
+
+
+def _start(split: Splitter) -> subprocess.Popen[bytes] | None:
+    """A counting process that has read the splitter and said READY, or None (with a warning why not)."""
+    root = str(Path(__file__).resolve().parents[2])
+    try:
+        # a session of its own: Ctrl-C in a terminal reaches the stage, which then ends its processes itself
+        process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT.format(root=root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except Exception as exc:  # noqa: BLE001 (OSError, or TypeError when sys.executable is None)
+        log.warning("tokenizer: cannot start a word-counting process (%s); counting here, on one core", exc)
+        return None
+    try:
+        _send(process, {"pattern": split.pattern, "exact": split.exact, "newer": split.newer})
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+        said = process.stdout.readline() if ready else b""  # type: ignore[union-attr]
+    except OSError:
+        said = b""
+    if said != READY:
+        _end(process, kill=True)
+        log.warning(
+            "tokenizer: a word-counting process did not start (%s); counting here, on one core",
+            "no answer" if not said else f"it said {said[:80]!r}",
+        )
+        return None
+    return process
+
+
+def _end(process: subprocess.Popen[bytes], kill: bool = False) -> int:
+    if kill:
+        with contextlib.suppress(OSError):
+            process.kill()
+    for pipe in (process.stdin, process.stdout):
+        with contextlib.suppress(OSError):
+            pipe.close()  # type: ignore[union-attr]  # closing stdin ends it at the end of its input
+    return process.wait()
+
+
+def _died(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        return f"killed by {name}" + (" (often the out-of-memory killer)" if name == "SIGKILL" else "")
+    return f"exit code {code}; its error is above, on stderr"
 
 
 def _feed(split: Splitter, jobs: queue.Queue[list[str] | None], done: queue.Queue[Counter[str] | Exception]) -> None:
@@ -187,18 +261,8 @@ def _feed(split: Splitter, jobs: queue.Queue[list[str] | None], done: queue.Queu
     the other on a full pipe); after the process dies, this thread counts the remaining batches itself. An
     error goes to `done` for the caller to raise, and the thread goes on taking batches, so the caller
     never waits on a full queue."""
-    # The process imports this very code: `-m` puts its working directory first on the path.
-    package_root = str(Path(__file__).resolve().parents[2])
-    command = [sys.executable, "-m", "crawl2score.tokenizer.pretokenize"]
-    process: subprocess.Popen[bytes] | None = None
+    process = _start(split)
     try:
-        try:
-            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=package_root)
-        except OSError as exc:
-            log.warning("tokenizer: cannot start a word-counting process (%s); counting here", exc)
-        else:
-            with contextlib.suppress(OSError):  # it died at once: the first batch finds out and says so
-                _send(process, {"pattern": split.pattern, "exact": split.exact, "newer": split.newer})
         while (batch := jobs.get()) is not None:
             try:
                 counts = None
@@ -206,44 +270,38 @@ def _feed(split: Splitter, jobs: queue.Queue[list[str] | None], done: queue.Queu
                     try:
                         _send(process, batch)
                         line = process.stdout.readline()  # type: ignore[union-attr]
-                    except OSError:  # BrokenPipeError: it died before reading
-                        line = b""
-                    if line:
                         counts = Counter(json.loads(line.decode("utf-8", "surrogatepass")))
-                    else:
-                        code = process.wait()
+                    except (OSError, ValueError):  # died before reading, or while writing its counts
                         log.warning(
-                            "tokenizer: a word-counting process ended (exit code %s: killed, or out of memory?); "
-                            "its batches are counted in the stage's own process, on one core",
-                            code,
+                            "tokenizer: a word-counting process ended (%s); its batches are counted in the stage's "
+                            "own process, on one core",
+                            _died(_end(process, kill=True)),
                         )
-                        process = None
+                        process, counts = None, None
                 done.put(counts if counts is not None else _count(batch, split))
             except Exception as exc:  # noqa: BLE001 (handed to the caller, which raises it)
                 done.put(exc)
     finally:
         if process is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()  # type: ignore[union-attr]  # it ends at the end of its input
-            process.wait()
+            _end(process)
 
 
 def _send(process: subprocess.Popen[bytes], message: object) -> None:
     # surrogatepass: a caller's text may hold lone surrogates; the counts then hold them back the same way
-    process.stdin.write(json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")  # type: ignore[union-attr]
+    process.stdin.write(json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass"))  # type: ignore[union-attr]
+    process.stdin.write(b"\n")  # type: ignore[union-attr]
     process.stdin.flush()  # type: ignore[union-attr]
 
 
 def _serve() -> None:
-    """A counting process: the splitter as the first line, then a batch per line, its counts per line."""
+    """A counting process: the splitter as the first line (answered with READY), then a batch per line, its
+    counts per line, until its input ends."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     config = json.loads(stdin.readline().decode("utf-8", "surrogatepass"))
     split = Splitter(config["pattern"], config["exact"], tuple(tuple(span) for span in config["newer"]))
+    stdout.write(READY)
+    stdout.flush()
     for line in stdin:
         counts = _count(json.loads(line.decode("utf-8", "surrogatepass")), split)
         stdout.write(json.dumps(counts, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
         stdout.flush()
-
-
-if __name__ == "__main__":
-    _serve()
