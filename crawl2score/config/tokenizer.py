@@ -15,7 +15,7 @@ class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # numba (our merge loop, tokenizer/merge_loop.py) learns rustbpe's tokens, the same tokenizer.json; the
-    # stage with it trains 3.2-3.4x as fast as bare HF tokenizers on 30 MB (with rustbpe 1.8x), with held-out
+    # stage with it trains 3.1-3.4x as fast as bare HF tokenizers on 30 MB (with rustbpe 1.8x), with held-out
     # bytes/token within 1% of tokenizers' vocabulary (BENCHMARKS.md); all three write the same layout.
     trainer: Literal["numba", "rustbpe", "tokenizers"] = Field(
         "numba", description="BPE trainer: numba (rustbpe's merges, faster), rustbpe or tokenizers"
